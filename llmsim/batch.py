@@ -1,0 +1,54 @@
+"""A scheduled iteration: which requests run how many new tokens."""
+from dataclasses import dataclass, field
+
+from .request import Request
+
+
+@dataclass(eq=False)
+class Entry:
+    req: Request
+    num_new: int
+    computed_before: int
+    epoch: int  # req.num_preemptions at scheduling; a later preemption makes this entry stale
+
+    @property
+    def is_prefill(self) -> bool:
+        # As in the reference: a one-token prompt remainder is timed like a decode.
+        return self.num_new > 1
+
+
+@dataclass(eq=False)
+class Batch:
+    id: int
+    instance: int
+    sched_ns: int
+    entries: list[Entry]
+    total_len: int = 0
+    prefill_tokens: int = 0  # sum of prefill chunk lengths
+    kv_prefill: int = 0  # sum of prefill histories
+    decode_histories: tuple[int, ...] = ()
+    num_prefill: int = 0
+    stage_done_ns: list[int] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, batch_id: int, instance: int, sched_ns: int, entries: list[Entry]) -> "Batch":
+        b = cls(batch_id, instance, sched_ns, entries)
+        decode = []
+        for e in entries:
+            b.total_len += e.num_new
+            if e.is_prefill:
+                b.prefill_tokens += e.num_new
+                b.kv_prefill += e.computed_before
+                b.num_prefill += 1
+            else:
+                decode.append(e.computed_before)
+        b.decode_histories = tuple(decode)
+        return b
+
+    @property
+    def num_reqs(self) -> int:
+        return len(self.entries)
+
+    @property
+    def decode_tokens(self) -> int:
+        return len(self.decode_histories)

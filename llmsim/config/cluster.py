@@ -1,0 +1,160 @@
+"""Cluster config (the reference's JSON schema): loading and validation."""
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..units import gb_to_bytes
+from ._fields import Fields
+from .engine import DTYPE_BYTES, IGNORED_KEYS, OVERRIDE_KEYS
+
+
+@dataclass(frozen=True)
+class MemSpec:
+    size_bytes: int
+    bw_gbps: float
+    latency_ns: int
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    index: int
+    node: int
+    where: str  # "file: nodes[i].instances[j]" for error messages
+    model_name: str
+    hardware: str
+    npu_mem: MemSpec
+    mem_util: float | None
+    num_npus: int
+    tp_size: int
+    pp_size: int
+    first_npu: int
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    path: str
+    num_nodes: int
+    link_bw_gbps: tuple[float, ...]
+    link_latency_ns: tuple[float, ...]
+    cpu_mem: tuple[MemSpec, ...]  # per node
+    instances: tuple[InstanceConfig, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def total_npus(self) -> int:
+        return sum(i.num_npus for i in self.instances)
+
+
+_TOP = {"num_nodes", "link_bw", "link_latency", "nodes", "cxl_mem"}
+_NODE = {"num_instances", "cpu_mem", "instances", "power"}
+_MEM = {"mem_size", "mem_bw", "mem_latency"}
+_INST = {"model_name", "hardware", "npu_mem", "pd_type", "num_npus", "tp_size", "pp_size", "ep_size",
+         "dp_group", "placement"} | set(OVERRIDE_KEYS) | IGNORED_KEYS
+
+
+def _mem(f: Fields, extra: set[str], warnings: list[str]) -> MemSpec:
+    warnings += f.unknown(_MEM | extra)
+    return MemSpec(
+        size_bytes=gb_to_bytes(f.get("mem_size", (int, float), minimum=0, exclusive_min=True)),
+        bw_gbps=float(f.get("mem_bw", (int, float), minimum=0, exclusive_min=True)),
+        latency_ns=int(f.get("mem_latency", (int, float), minimum=0)),
+    )
+
+
+def _link(f: Fields, key: str, positive: bool) -> tuple[float, ...]:
+    raw = f.get(key, (int, float, list))
+    vals = raw if isinstance(raw, list) else [raw]
+    for i, v in enumerate(vals):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (positive and v == 0):
+            f.fail(f"expected {'positive' if positive else 'non-negative'} numbers, got {v!r}",
+                   key if not isinstance(raw, list) else f"{key}[{i}]")
+    if not vals:
+        f.fail("expected a number or a non-empty list", key)
+    return tuple(float(v) for v in vals)
+
+
+def _parallelism(f: Fields) -> tuple[int, int, int]:
+    """The reference's resolution: pp defaults to 1; num_npus and tp_size infer each other."""
+    pp = f.get("pp_size", int, None, minimum=1)
+    tp = f.get("tp_size", int, None, minimum=1)
+    n = f.get("num_npus", int, None, minimum=1)
+    pp_given = pp is not None
+    pp = pp or 1
+    if n is not None and tp is not None:
+        if n != tp * pp:
+            if pp_given:
+                f.fail(f"{n} != tp_size * pp_size = {tp} * {pp} = {tp * pp}", "num_npus")
+            if n % tp:
+                f.fail(f"{n} is not a multiple of tp_size {tp}", "num_npus")
+            pp = n // tp
+    elif n is not None:
+        if n % pp:
+            f.fail(f"{n} is not a multiple of pp_size {pp}", "num_npus")
+        tp = n // pp
+    else:
+        tp = tp or 1
+        n = tp * pp
+    return n, tp, pp
+
+
+def load_cluster_config(path: str | Path) -> ClusterConfig:
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: cluster config file not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read cluster config ({e.strerror})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    warnings: list[str] = []
+    top = Fields(path, raw, "")
+    warnings += top.unknown(_TOP)
+    num_nodes = top.get("num_nodes", int, minimum=1)
+    link_bw = _link(top, "link_bw", positive=True)
+    link_lat = _link(top, "link_latency", positive=False)
+    nodes = top.get("nodes", list)
+    if len(nodes) != num_nodes:
+        top.fail(f"num_nodes is {num_nodes} but {len(nodes)} nodes are listed", "nodes")
+    cpu_mems, instances, next_npu = [], [], 0
+    for n_idx, node_raw in enumerate(nodes):
+        node = Fields(path, node_raw, f"nodes[{n_idx}]")
+        warnings += node.unknown(_NODE)
+        cpu_mems.append(_mem(node.child("cpu_mem"), {"pim_config"}, warnings))
+        n_inst = node.get("num_instances", int, minimum=1)
+        insts = node.get("instances", list)
+        if len(insts) != n_inst:
+            node.fail(f"num_instances is {n_inst} but {len(insts)} instances are listed", "instances")
+        for i_idx, inst_raw in enumerate(insts):
+            f = Fields(path, inst_raw, f"nodes[{n_idx}].instances[{i_idx}]")
+            warnings += f.unknown(_INST)
+            warnings += [f"{f.where(k)}: not modelled (dense TP/PP path), ignored" for k in IGNORED_KEYS if k in inst_raw]
+            pd = f.get("pd_type", (str, type(None)))
+            if pd is not None:
+                if pd not in ("prefill", "decode"):
+                    f.fail(f"expected null, \"prefill\" or \"decode\", got {pd!r}", "pd_type")
+                f.fail("prefill/decode disaggregation is not supported yet; use null (colocated)", "pd_type")
+            if inst_raw.get("dp_group") is not None:
+                f.fail("data-parallel groups are not supported yet; remove dp_group", "dp_group")
+            npu_f = f.child("npu_mem")
+            npu_mem = _mem(npu_f, {"mem_util"}, warnings)
+            mem_util = npu_f.get("mem_util", (int, float), None, minimum=0, exclusive_min=True, maximum=1)
+            num_npus, tp, pp = _parallelism(f)
+            overrides = {}
+            for key, kind in OVERRIDE_KEYS.items():
+                if key in inst_raw:
+                    overrides[key] = f.get(key, kind)
+            if "dtype" in overrides and overrides["dtype"] not in DTYPE_BYTES:
+                f.fail(f"expected one of {', '.join(DTYPE_BYTES)}, got {overrides['dtype']!r}", "dtype")
+            instances.append(InstanceConfig(
+                index=len(instances), node=n_idx, where=f.where(), model_name=f.get("model_name", str),
+                hardware=f.get("hardware", str), npu_mem=npu_mem,
+                mem_util=None if mem_util is None else float(mem_util), num_npus=num_npus, tp_size=tp,
+                pp_size=pp, first_npu=next_npu, overrides=overrides))
+            next_npu += num_npus
+    return ClusterConfig(path=path, num_nodes=num_nodes, link_bw_gbps=link_bw, link_latency_ns=link_lat,
+                         cpu_mem=tuple(cpu_mems), instances=tuple(instances), warnings=tuple(warnings))

@@ -1,0 +1,39 @@
+"""Per-instance engine settings: CLI values, overridden by instance keys in the cluster config."""
+from dataclasses import dataclass, replace
+
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "fp8": 1, "int8": 1}
+DTYPE_SHORT = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "fp8": "fp8", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    max_num_seqs: int = 128
+    max_num_batched_tokens: int = 2048
+    long_prefill_token_threshold: int = 0
+    dtype: str | None = None
+    kv_cache_dtype: str = "auto"
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    reserve_full_isl: bool = True
+    block_size: int = 16
+    npu_memory_utilization: float = 0.9
+
+    def with_overrides(self, overrides: dict) -> "EngineArgs":
+        return replace(self, **overrides) if overrides else self
+
+
+# instance key -> (type, check) ; the reference's per-instance runtime overrides we model.
+OVERRIDE_KEYS = {
+    "max_num_seqs": int,
+    "max_num_batched_tokens": int,
+    "long_prefill_token_threshold": int,
+    "dtype": str,
+    "kv_cache_dtype": str,
+    "enable_prefix_caching": bool,
+    "enable_chunked_prefill": bool,
+    "reserve_full_isl": bool,
+    "block_size": int,
+}
+# Reference keys that only matter for features outside the dense TP/PP path.
+IGNORED_KEYS = {"enable_block_copy", "enable_local_offloading", "enable_attn_offloading",
+                "enable_sub_batch_interleaving", "expert_routing_policy"}

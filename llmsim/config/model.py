@@ -1,0 +1,65 @@
+"""Model architecture facts from a Hugging Face config.json."""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ._fields import Fields
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    torch_dtype: str | None
+    tie_word_embeddings: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+
+def load_model_spec(model_dir: Path, name: str) -> ModelSpec:
+    path = model_dir / f"{name}.json"
+    if not path.is_file():
+        have = sorted(str(p.relative_to(model_dir))[:-5] for p in model_dir.glob("*/*.json"))
+        raise InputError(f"{path}: model config not found (models available: {', '.join(have) or 'none'})")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    f = Fields(str(path), raw, "")
+    if any(k in raw for k in ("num_local_experts", "num_experts", "n_routed_experts")):
+        f.fail("mixture-of-experts models are not supported yet (dense decoders only)")
+    hidden = f.get("hidden_size", int, minimum=1)
+    heads = f.get("num_attention_heads", int, minimum=1)
+    head_dim = raw.get("head_dim") or hidden // heads
+    inter = raw.get("intermediate_size", raw.get("ffn_dim"))
+    if not isinstance(inter, int) or inter < 1:
+        f.fail("expected a positive integer intermediate_size (or ffn_dim)", "intermediate_size")
+    return ModelSpec(
+        name=name,
+        model_type=f.get("model_type", str),
+        hidden_size=hidden,
+        num_layers=f.get("num_hidden_layers", int, minimum=1),
+        num_heads=heads,
+        num_kv_heads=f.get("num_key_value_heads", int, heads, minimum=1),
+        head_dim=int(head_dim),
+        intermediate_size=inter,
+        vocab_size=f.get("vocab_size", int, minimum=1),
+        max_position_embeddings=f.get("max_position_embeddings", int, minimum=1),
+        torch_dtype=raw.get("torch_dtype"),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+    )

@@ -1,0 +1,175 @@
+"""The discrete-event loop: arrivals, batch formation, backend stage completions (integer ns)."""
+import heapq
+from dataclasses import dataclass, field
+
+from .backends.embedded import StageEvent
+from .batch import Batch
+from .graph.builder import build_graph
+from .instance import Instance
+from .request import Request
+from .router import Router
+
+# Completions are handled before stage frees, and both before new batches are formed at a tick.
+_BATCH_DONE, _STAGE0_FREE = 0, 1
+
+
+@dataclass
+class Heartbeat:
+    t_ns: int
+    batch_reqs: int
+    prompt_tokens: int
+    gen_tokens: int
+    npu_mem_bytes: int
+    running: int
+    waiting: int
+
+
+@dataclass
+class IterationRecord:
+    batch_id: int
+    instance: int
+    stage: int
+    npu: int
+    start_ns: int
+    end_ns: int
+    requests: int
+    prefill_tokens: int
+    decode_tokens: int
+
+
+@dataclass
+class SimResult:
+    finished: list[list[Request]]  # per instance, in completion order
+    unfinished: list[tuple[Request, str]]
+    end_ns: int
+    prompt_tokens: int
+    gen_tokens: int
+    iterations: int
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+    iteration_log: list[IterationRecord] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, instances: list[Instance], backend, requests: list[Request], *,
+                 routing_policy: str = "LOAD", log_interval_ns: int = 0, on_heartbeat=None,
+                 record_iterations: bool = False, on_graph=None):
+        self.instances = instances
+        self.backend = backend
+        self.requests = requests
+        self.router = Router([i.scheduler for i in instances], routing_policy)
+        self.log_interval_ns = log_interval_ns
+        self.on_heartbeat = on_heartbeat
+        self.record_iterations = record_iterations
+        self.on_graph = on_graph
+        self._heap: list = []
+        self._seq = 0
+        self._stage0_busy = [False] * len(instances)
+        self._graph_cache: list[dict] = [{} for _ in instances]
+
+    def _push(self, t: int, kind: int, payload) -> None:
+        heapq.heappush(self._heap, (t, kind, self._seq, payload))
+        self._seq += 1
+
+    def _capacity_reason(self, inst: Instance, req: Request) -> str | None:
+        if req.target_len > inst.model.max_position_embeddings:
+            return (f"prompt + output = {req.target_len} tokens exceeds max_position_embeddings "
+                    f"{inst.model.max_position_embeddings} of {inst.model.name}")
+        need = inst.pool.blocks_for(req.target_len)
+        if need > inst.pool.num_blocks:
+            return f"needs {need} KV blocks but instance {inst.index} has {inst.pool.num_blocks}"
+        return None
+
+    def _graph(self, inst: Instance, batch: Batch):
+        durations = inst.timer.durations(batch)
+        return build_graph(inst.layout, batch, durations)
+
+    def run(self) -> SimResult:
+        reqs = self.requests
+        n_arr, a = len(reqs), 0
+        finished = [[] for _ in self.instances]
+        unfinished: list[tuple[Request, str]] = []
+        batches: dict[tuple[int, int], Batch] = {}
+        prompt_total = gen_total = iterations = 0
+        hb_prompt = hb_gen = 0
+        last_batch_reqs = 0
+        next_log = self.log_interval_ns if self.log_interval_ns > 0 else None
+        heartbeats: list[Heartbeat] = []
+        iter_log: list[IterationRecord] = []
+        now = 0
+        while True:
+            t_heap = self._heap[0][0] if self._heap else None
+            t_arr = reqs[a].arrival_ns if a < n_arr else None
+            if t_heap is None and t_arr is None:
+                break
+            now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
+            while next_log is not None and next_log < now:
+                hb = Heartbeat(next_log, last_batch_reqs, hb_prompt, hb_gen, self._npu_mem(),
+                               sum(len(i.scheduler.running) for i in self.instances),
+                               sum(len(i.scheduler.waiting) for i in self.instances))
+                heartbeats.append(hb)
+                if self.on_heartbeat:
+                    self.on_heartbeat(hb, self.log_interval_ns)
+                hb_prompt = hb_gen = 0
+                next_log += self.log_interval_ns
+            touched = set()
+            while self._heap and self._heap[0][0] == now:
+                _, kind, _, payload = heapq.heappop(self._heap)
+                if kind == _BATCH_DONE:
+                    inst = self.instances[payload[0]]
+                    batch = batches.pop(payload)
+                    done = inst.scheduler.complete(batch, now)
+                    prompt_total += done.prompt_tokens
+                    gen_total += done.gen_tokens
+                    hb_prompt += done.prompt_tokens
+                    hb_gen += done.gen_tokens
+                    finished[inst.index].extend(done.finished)
+                else:
+                    self._stage0_busy[payload] = False
+                touched.add(payload[0] if kind == _BATCH_DONE else payload)
+            while a < n_arr and reqs[a].arrival_ns == now:
+                req = reqs[a]
+                a += 1
+                i = self.router.pick()
+                reason = self._capacity_reason(self.instances[i], req)
+                if reason:
+                    unfinished.append((req, reason))
+                    continue
+                self.instances[i].scheduler.add_request(req)
+                touched.add(i)
+            for i in sorted(touched):
+                inst = self.instances[i]
+                if self._stage0_busy[i]:
+                    continue
+                batch = inst.scheduler.schedule(now)
+                if batch is None:
+                    continue
+                last_batch_reqs = batch.num_reqs
+                iterations += 1
+                graph = self._graph(inst, batch)
+                if self.on_graph:
+                    self.on_graph(graph)
+                events: list[StageEvent] = self.backend.submit(graph, now)
+                batches[(i, batch.id)] = batch
+                self._stage0_busy[i] = True
+                self._push(events[0].end_ns, _STAGE0_FREE, i)
+                self._push(events[-1].end_ns, _BATCH_DONE, (i, batch.id))
+                if self.record_iterations:
+                    iter_log += [IterationRecord(batch.id, i, e.stage, e.npu, e.start_ns, e.end_ns, batch.num_reqs,
+                                                 batch.prefill_tokens, batch.decode_tokens) for e in events]
+        for inst in self.instances:
+            s = inst.scheduler
+            for req in list(s.running) + list(s.waiting):
+                unfinished.append((req, "left in the queue when the run ended (scheduler could not admit it)"))
+        if next_log is not None:
+            while next_log <= now:
+                hb = Heartbeat(next_log, last_batch_reqs, hb_prompt, hb_gen, self._npu_mem(), 0, 0)
+                heartbeats.append(hb)
+                if self.on_heartbeat:
+                    self.on_heartbeat(hb, self.log_interval_ns)
+                hb_prompt = hb_gen = 0
+                next_log += self.log_interval_ns
+        unfinished.sort(key=lambda x: x[0].id)
+        return SimResult(finished, unfinished, now, prompt_total, gen_total, iterations, heartbeats, iter_log)
+
+    def _npu_mem(self) -> int:
+        return max(i.memory.used_bytes(i.pool.num_used) for i in self.instances)

@@ -1,0 +1,95 @@
+"""Everything one serving instance needs, assembled from the configs (side effects: file reads)."""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config.cluster import InstanceConfig
+from .config.engine import DTYPE_BYTES, DTYPE_SHORT, EngineArgs
+from .config.model import ModelSpec, load_model_spec
+from .errors import InputError
+from .graph.builder import InstanceLayout
+from .kv_cache import BlockPool
+from .memory import MemoryPlan, plan_memory
+from .perf.architecture import load_architecture
+from .perf.profile import ProfileBundle, ProfileError
+from .perf.timer import ProfileTimer
+from .scheduler import Scheduler
+
+log = logging.getLogger("llmsim")
+
+_PROFILE_CACHE: dict = {}
+
+
+@dataclass
+class Instance:
+    config: InstanceConfig
+    args: EngineArgs
+    model: ModelSpec
+    layout: InstanceLayout
+    memory: MemoryPlan
+    pool: BlockPool
+    scheduler: Scheduler
+    timer: ProfileTimer
+    dtype: str
+    profile_note: str
+
+    @property
+    def index(self) -> int:
+        return self.config.index
+
+
+def resolve_dtype(inst: InstanceConfig, args: EngineArgs, model: ModelSpec) -> str:
+    """Instance key > CLI > the model's torch_dtype > bfloat16 (the reference's order)."""
+    if args.dtype:
+        return args.dtype
+    if model.torch_dtype in DTYPE_BYTES:
+        return model.torch_dtype
+    return "bfloat16"
+
+
+def _variant(dtype: str, kv_dtype: str) -> str:
+    return DTYPE_SHORT[dtype] + ("-kvfp8" if kv_dtype == "fp8" else "")
+
+
+def load_profile(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, model: ModelSpec):
+    """The measured bundle for (hardware, model, dtype, tp); a same-width variant stands in for a
+    missing one (fp16 <-> bf16) and says so."""
+    variant = _variant(dtype, kv_dtype)
+    candidates = [variant]
+    twin = {"fp16": "bf16", "bf16": "fp16"}.get(DTYPE_SHORT[dtype])
+    if twin:
+        candidates.append(twin + variant[len(DTYPE_SHORT[dtype]):])
+    model_dir = root / inst.hardware / model.name
+    chosen = next((v for v in candidates if (model_dir / v).is_dir()), variant)
+    key = (str(root), inst.hardware, model.name, chosen, inst.tp_size)
+    if key not in _PROFILE_CACHE:
+        arch = load_architecture(root, model.model_type)
+        try:
+            _PROFILE_CACHE[key] = ProfileBundle.load(root, inst.hardware, model.name, chosen, inst.tp_size, arch)
+        except ProfileError as e:
+            raise InputError(f"{inst.where}: {e}") from None
+    note = ""
+    if chosen != variant:
+        note = (f"instance {inst.index}: no {variant} profile for {model.name} on {inst.hardware}; "
+                f"using the {chosen} bundle (same element width)")
+    return _PROFILE_CACHE[key], note
+
+
+def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path) -> Instance:
+    args = base_args.with_overrides(inst.overrides)
+    if inst.mem_util is not None:
+        args = EngineArgs(**{**args.__dict__, "npu_memory_utilization": inst.mem_util})
+    model = load_model_spec(data_root / "configs" / "model", inst.model_name)
+    if inst.pp_size > model.num_layers:
+        raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")
+    dtype = resolve_dtype(inst, args, model)
+    fp = DTYPE_BYTES[dtype]
+    kv_fp = 1 if args.kv_cache_dtype == "fp8" else fp
+    memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, inst.npu_mem.size_bytes,
+                         args.npu_memory_utilization, args.block_size, inst.where)
+    bundle, note = load_profile(data_root / "profiles", inst, dtype, args.kv_cache_dtype, model)
+    arch = bundle.architecture
+    layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
+    pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
+    sched = Scheduler(inst.index, args, pool, inst.pp_size, model.max_position_embeddings)
+    return Instance(inst, args, model, layout, memory, pool, sched, ProfileTimer(bundle, arch), dtype, note)

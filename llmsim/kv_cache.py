@@ -1,0 +1,112 @@
+"""Paged KV block pool with vLLM-style prefix caching (chained block hashes, ref counts, LRU free list)."""
+from collections import OrderedDict
+
+from .request import Request
+
+HASH_SEED = 0x9E3779B97F4A7C15
+
+
+class BlockPool:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool):
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.caching = enable_prefix_caching
+        # Free blocks in eviction order; freed blocks go to the tail so a finished request's
+        # head blocks (the likeliest shared prefix) survive longest.
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self._ref = [0] * num_blocks
+        self._hash_of: dict[int, int] = {}
+        self._block_of: dict[int, int] = {}
+        self._free_hashed = 0  # free blocks still carrying a hash (count as used memory)
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        """Blocks holding KV: referenced ones plus freed ones that still carry a reusable hash."""
+        return self.num_blocks - len(self._free) + self._free_hashed
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    # -- prefix cache -------------------------------------------------------------------------
+    def _chain(self, req: Request, n: int) -> list[int]:
+        """The request's chained block hashes, extended lazily to n blocks."""
+        hashes = req.block_hashes
+        bs = self.block_size
+        h = hashes[-1] if hashes else HASH_SEED
+        for i in range(len(hashes), n):
+            h = hash((h, req.token_ids[i * bs:(i + 1) * bs]))
+            hashes.append(h)
+        return hashes
+
+    def lookup(self, req: Request) -> list[int]:
+        """Cached blocks for the longest hashed prefix; at least one token is always recomputed."""
+        if not self.caching or req.token_ids is None:
+            return []
+        limit = min((req.num_tokens - 1) // self.block_size, len(req.token_ids) // self.block_size)
+        hits = []
+        for h in self._chain(req, limit)[:limit]:
+            b = self._block_of.get(h)
+            if b is None:
+                break
+            hits.append(b)
+        return hits
+
+    def _index(self, req: Request, upto_tokens: int) -> None:
+        if not self.caching or req.token_ids is None:
+            return
+        full = min(upto_tokens, len(req.token_ids)) // self.block_size
+        if req.num_hashed_blocks >= full:
+            return
+        hashes = self._chain(req, full)
+        for i in range(req.num_hashed_blocks, min(full, len(req.blocks))):
+            h, b = hashes[i], req.blocks[i]
+            # A block computed twice concurrently keeps the first mapping, as vLLM does.
+            if h not in self._block_of and b not in self._hash_of:
+                self._hash_of[b] = h
+                self._block_of[h] = b
+        req.num_hashed_blocks = max(req.num_hashed_blocks, min(full, len(req.blocks)))
+
+    # -- allocation -----------------------------------------------------------------------------
+    def can_fit(self, tokens: int, hits: list[int], held: int) -> bool:
+        need = self.blocks_for(tokens) - held - len(hits)
+        return max(need, 0) + sum(1 for b in hits if self._ref[b] == 0) <= len(self._free)
+
+    def allocate(self, req: Request, num_new: int, hits: list[int] = ()) -> bool:
+        """Slots for num_new more tokens (after req.num_computed, which includes hits). No change on failure."""
+        total = req.num_computed + num_new
+        if not self.can_fit(total, hits, len(req.blocks)):
+            return False
+        for b in hits:
+            if self._ref[b] == 0:
+                del self._free[b]
+                self._free_hashed -= 1
+            self._ref[b] += 1
+            req.blocks.append(b)
+        if hits:
+            req.num_hashed_blocks = len(req.blocks)
+        for _ in range(self.blocks_for(total) - len(req.blocks)):
+            b, _ = self._free.popitem(last=False)
+            old = self._hash_of.pop(b, None)
+            if old is not None:
+                del self._block_of[old]
+                self._free_hashed -= 1
+            self._ref[b] = 1
+            req.blocks.append(b)
+        self._index(req, min(total, req.num_tokens))
+        return True
+
+    def index(self, req: Request) -> None:
+        self._index(req, min(req.num_computed, req.num_tokens))
+
+    def free(self, req: Request) -> None:
+        for b in reversed(req.blocks):
+            self._ref[b] -= 1
+            if self._ref[b] == 0:
+                self._free[b] = None
+                self._free_hashed += b in self._hash_of
+        req.blocks = []
+        req.num_hashed_blocks = 0

@@ -1,0 +1,119 @@
+"""Outputs: the per-request CSV (the reference's columns), the heartbeat line, the run summary,
+the iteration log. Files are written atomically: a temp file in the same folder, then renamed."""
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .units import GIB, NS_PER_S
+
+CSV_HEADER = ["instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
+              "queuing_delay", "TTFT", "TPOT", "ITL"]
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def request_row(req, model_name: str) -> list:
+    latency = req.end_ns - req.arrival_ns
+    ttft = req.first_token_ns - req.arrival_ns
+    tpot = (latency - ttft) // (req.output_len - 1) if req.output_len > 1 else 0
+    queuing = req.first_sched_ns - req.arrival_ns if req.first_sched_ns >= 0 else -1
+    itl = "[" + ", ".join(map(str, req.itl_ns)) + "]"
+    return [req.instance, req.id, model_name, req.prompt_len, req.output_len, req.arrival_ns, req.end_ns,
+            latency, queuing, ttft, tpot, itl]
+
+
+def requests_csv(result, instances) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEADER)
+    for inst, done in zip(instances, result.finished):
+        for req in done:
+            w.writerow(request_row(req, inst.model.name))
+    return buf.getvalue()
+
+
+def unfinished_csv(result) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["request id", "instance id", "input", "output", "arrival", "generated", "reason"])
+    for req, reason in result.unfinished:
+        w.writerow([req.id, req.instance, req.prompt_len, req.output_len, req.arrival_ns,
+                    max(0, req.num_tokens - req.prompt_len), reason])
+    return buf.getvalue()
+
+
+ITERATION_HEADER = ["batch_id", "instance", "stage", "npu", "start_ns", "end_ns", "requests",
+                    "prefill_tokens", "decode_tokens"]
+
+
+def iteration_csv(records) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(ITERATION_HEADER)
+    for r in records:
+        w.writerow([r.batch_id, r.instance, r.stage, r.npu, r.start_ns, r.end_ns, r.requests,
+                    r.prefill_tokens, r.decode_tokens])
+    return buf.getvalue()
+
+
+def fmt_rate(v: float) -> str:
+    return f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}"
+
+
+def heartbeat_line(hb, interval_ns: int) -> str:
+    secs = interval_ns / NS_PER_S
+    return (f"[INFO] step={hb.t_ns // interval_ns} batch={hb.batch_reqs} "
+            f"prompt_t={fmt_rate(hb.prompt_tokens / secs)} tok/s decode_t={fmt_rate(hb.gen_tokens / secs)} tok/s "
+            f"npu_mem={hb.npu_mem_bytes / GIB:.1f} GB")
+
+
+def _stats_ms(values_ns) -> str:
+    if len(values_ns) == 0:
+        return "n/a"
+    a = np.asarray(values_ns, dtype=np.float64) / 1e6
+    return f"mean {a.mean():.2f}  median {np.percentile(a, 50):.2f}  P99 {np.percentile(a, 99):.2f}"
+
+
+def summary(result, instances, scheduler_stats) -> str:
+    secs = result.end_ns / NS_PER_S if result.end_ns else 0.0
+    reqs = [r for done in result.finished for r in done]
+    n = len(reqs)
+    rate = (lambda x: x / secs) if secs > 0 else (lambda x: 0.0)
+    lines = [
+        "Simulation results",
+        f"  Requests finished:        {n}" + (f" ({len(result.unfinished)} unfinished)" if result.unfinished else ""),
+        f"  Simulated time:           {secs:.3f} s ({result.end_ns} ns)",
+        f"  Iterations (batches):     {result.iterations}",
+        f"  Input tokens:             {sum(r.prompt_len for r in reqs)}",
+        f"  Generated tokens:         {sum(r.output_len for r in reqs)}",
+        f"  Request throughput:       {rate(n):.2f} req/s",
+        f"  Prompt throughput:        {rate(result.prompt_tokens):.1f} tok/s (computed prompt tokens)",
+        f"  Generation throughput:    {rate(result.gen_tokens):.1f} tok/s",
+    ]
+    pre = sum(s.preemptions for s in scheduler_stats)
+    if pre:
+        lines.append(f"  Preemptions:              {pre} ({sum(s.recomputed_tokens for s in scheduler_stats)} tokens recomputed)")
+    asked = sum(s.prefix_requested_tokens for s in scheduler_stats)
+    if asked:
+        hit = sum(s.prefix_hit_tokens for s in scheduler_stats)
+        lines.append(f"  Prefix cache hits:        {hit} / {asked} prompt tokens ({100 * hit / asked:.2f} %)")
+    ttft = [r.first_token_ns - r.arrival_ns for r in reqs]
+    tpot = [(r.end_ns - r.first_token_ns) // (r.output_len - 1) for r in reqs if r.output_len > 1]
+    itl = [x for r in reqs for x in r.itl_ns]
+    lines += [f"  TTFT (ms):  {_stats_ms(ttft)}", f"  TPOT (ms):  {_stats_ms(tpot)}", f"  ITL (ms):   {_stats_ms(itl)}"]
+    return "\n".join(lines)

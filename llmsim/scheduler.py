@@ -1,0 +1,170 @@
+"""Per-instance scheduler with vLLM v1 rules (running first, then waiting; token budget; chunked
+prefill; paged KV; recompute preemption from the tail; prefix caching; pp_size in-flight cap).
+
+The scheduler never reads the clock: the engine passes now_ns in and reports completions back.
+"""
+from collections import deque
+from dataclasses import dataclass
+
+from .batch import Batch, Entry
+from .config.engine import EngineArgs
+from .kv_cache import BlockPool
+from .request import Request, Status
+
+INF = float("inf")
+
+
+@dataclass
+class SchedulerStats:
+    preemptions: int = 0
+    recomputed_tokens: int = 0
+    prefix_requested_tokens: int = 0
+    prefix_hit_tokens: int = 0
+
+
+@dataclass
+class Completion:
+    prompt_tokens: int
+    gen_tokens: int
+    finished: list[Request]
+
+
+class Scheduler:
+    def __init__(self, instance: int, args: EngineArgs, pool: BlockPool, pp_size: int, max_model_len: int):
+        self.instance = instance
+        self.pool = pool
+        self.pp_size = pp_size
+        self.max_num_seqs = args.max_num_seqs or INF
+        budget = args.max_num_batched_tokens or max_model_len
+        self.token_budget = min(budget, max_model_len)
+        self.threshold = args.long_prefill_token_threshold
+        self.chunked = args.enable_chunked_prefill
+        self.reserve_full_isl = args.reserve_full_isl
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.inflight: deque[Batch] = deque()
+        self.next_batch_id = 0
+        self.stats = SchedulerStats()
+
+    # -- inputs from the engine ---------------------------------------------------------------
+    def add_request(self, req: Request) -> None:
+        req.instance = self.instance
+        self.waiting.append(req)  # the engine delivers arrivals in (arrival, id) order
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.inflight)
+
+    def _cap(self, n: int) -> int:
+        if 0 < self.threshold < n:
+            return self.threshold
+        return n
+
+    def _preempt(self, victim: Request) -> None:
+        self.pool.free(victim)
+        victim.status = Status.PREEMPTED
+        victim.num_computed = 0
+        victim.num_preemptions += 1
+        self.stats.preemptions += 1
+        self.waiting.appendleft(victim)
+
+    def schedule(self, now_ns: int) -> Batch | None:
+        if len(self.inflight) >= self.pp_size:
+            return None
+        budget = self.token_budget
+        scheduled: list[Entry] = []
+        preempted = False
+        # Phase A: running requests, in admission order.
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            num_new = min(self._cap(req.num_tokens - req.num_computed), budget)
+            if num_new <= 0:
+                i += 1  # its previous step is still in flight
+                continue
+            while not self.pool.allocate(req, num_new):
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted = True
+                if victim is req:
+                    break
+            else:
+                scheduled.append(Entry(req, num_new, req.num_computed, req.num_preemptions))
+                budget -= num_new
+                i += 1
+                continue
+            break
+        # Phase B: admit waiting requests (FCFS), unless this step preempted.
+        while not preempted and self.waiting and budget > 0:
+            if len(self.running) >= self.max_num_seqs:
+                break
+            req = self.waiting[0]
+            hits = self.pool.lookup(req) if req.num_computed == 0 else []
+            computed = req.num_computed + len(hits) * self.pool.block_size
+            num_new = self._cap(req.num_tokens - computed)
+            if not self.chunked and num_new > budget:
+                break
+            num_new = min(num_new, budget)
+            if num_new <= 0:
+                break
+            if self.reserve_full_isl and not self.pool.can_fit(max(req.num_tokens, computed), hits, len(req.blocks)):
+                break
+            req.num_computed = computed
+            if not self.pool.allocate(req, num_new, hits):
+                req.num_computed -= len(hits) * self.pool.block_size
+                break
+            self.waiting.popleft()
+            if req.status is Status.PREEMPTED:
+                recomputed = max(0, req.num_tokens - computed)
+                req.recomputed_tokens += recomputed
+                self.stats.recomputed_tokens += recomputed
+            elif req.num_preemptions == 0:
+                req.prefix_hit_tokens = computed
+                self.stats.prefix_requested_tokens += req.prompt_len
+                self.stats.prefix_hit_tokens += computed
+            req.status = Status.RUNNING
+            self.running.append(req)
+            scheduled.append(Entry(req, num_new, computed, req.num_preemptions))
+            budget -= num_new
+        if not scheduled:
+            return None
+        for e in scheduled:
+            if e.req.first_sched_ns < 0:
+                e.req.first_sched_ns = now_ns
+            e.req.num_computed = e.computed_before + e.num_new
+        batch = Batch.build(self.next_batch_id, self.instance, now_ns, scheduled)
+        self.next_batch_id += 1
+        self.inflight.append(batch)
+        return batch
+
+    def complete(self, batch: Batch, t_ns: int) -> Completion:
+        """The batch's last stage finished at t_ns: stamp tokens, retire finished requests."""
+        assert self.inflight and self.inflight[0] is batch, "batches complete in order"
+        self.inflight.popleft()
+        prompt_t = gen_t = 0
+        finished = []
+        for e in batch.entries:
+            req = e.req
+            if req.finished or e.epoch != req.num_preemptions:
+                continue  # preempted while in flight: its work is wasted
+            done = e.computed_before + e.num_new
+            first = req.is_init and done >= req.prompt_len
+            if e.computed_before < req.num_tokens - 1 or first:
+                prompt_t += e.num_new
+            self.pool.index(req)
+            if done >= req.num_tokens:
+                req.num_tokens += 1
+                gen_t += 1
+                if first:
+                    req.is_init = False
+                    req.first_token_ns = t_ns
+                else:
+                    req.itl_ns.append(t_ns - req.last_token_ns)
+                req.last_token_ns = t_ns
+                if req.num_tokens >= req.target_len:
+                    self.pool.free(req)
+                    req.end_ns = t_ns
+                    req.status = Status.FINISHED
+                    self.running.remove(req)
+                    finished.append(req)
+        return Completion(prompt_t, gen_t, finished)
