@@ -19,7 +19,7 @@ class StageEvent:
     stage: int
     npu: int
     batch_id: int
-    start_ns: int
+    start_ns: int  # the stage starts computing (its input has arrived)
     end_ns: int
 
 
@@ -65,5 +65,5 @@ class EmbeddedBackend:
             end = begin + self.stage_busy_ns(prog, graph.tp_size, host)
             free[prog.stage] = end
             ready = end  # SEND is the stage's last op: the next stage's RECV completes with it
-            events.append(StageEvent(graph.instance, prog.stage, graph.npu(prog.stage), graph.batch_id, start, end))
+            events.append(StageEvent(graph.instance, prog.stage, graph.npu(prog.stage), graph.batch_id, begin, end))
         return events

@@ -93,7 +93,7 @@ class _AttentionTable:
         self.pairs = sorted(self.slices)
         self.pc_vals = sorted({p for p, _ in self.pairs})
         self.nd_vals = sorted({n for _, n in self.pairs})
-        self.kv_max = max(max(kps[-1], max(ks[-1] for ks, _ in rows_)) for kps, rows_ in self.slices.values())
+        self.kv_max = max((max(kps[-1], max(ks[-1] for ks, _ in rws)) for kps, rws in self.slices.values()), default=0)
         self._nearest: dict[tuple[int, int], tuple[int, int]] = {}
 
     def nearest(self, pc: int, nd: int) -> tuple[int, int]:
@@ -206,6 +206,8 @@ class ProfileBundle:
 
         attn_path = tp_dir / "attention.csv"
         self._attn = _AttentionTable(attn_path) if attn_path.is_file() else None
+        if self._attn is not None and not self._attn.pairs:
+            self._attn = None
         moe_dir = variant_dir / ("tp1" if 1 in available_tps else f"tp{available_tps[0]}")
         self._moe = self._load_moe(moe_dir / "moe.csv")
 

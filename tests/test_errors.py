@@ -1,0 +1,102 @@
+"""Bad input: one line naming file and field/line, exit code 2, no output written."""
+import json
+
+import pytest
+
+from conftest import run_cli
+
+BASE = json.load(open("configs/cluster/single_node_pp_instance.json"))
+
+
+def _cfg(tmp_path, mutate):
+    cfg = json.loads(json.dumps(BASE))
+    mutate(cfg)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(cfg))
+    return p
+
+
+def _inst(cfg):
+    return cfg["nodes"][0]["instances"][0]
+
+
+def _fails(tmp_path, *args, expect):
+    out = tmp_path / "out.csv"
+    res = run_cli(*args, "--output", out, "--quiet")
+    assert res.exit_code == 2, res.output
+    lines = [l for l in res.output.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, res.output
+    for piece in expect:
+        assert piece in lines[0], lines[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+    return lines[0]
+
+
+def _cluster_fails(tmp_path, mutate, expect):
+    p = _cfg(tmp_path, mutate)
+    return _fails(tmp_path, "--cluster-config", p, "--dataset", "workloads/example_trace.jsonl",
+                  expect=[str(p)] + expect)
+
+
+def test_missing_field(tmp_path):
+    _cluster_fails(tmp_path, lambda c: _inst(c).pop("hardware"),
+                   ["nodes[0].instances[0].hardware", "required field is missing"])
+
+
+def test_wrong_type(tmp_path):
+    _cluster_fails(tmp_path, lambda c: _inst(c).update(tp_size="2"),
+                   ["nodes[0].instances[0].tp_size", "expected int", "'2'"])
+
+
+def test_num_npus_not_tp_times_pp(tmp_path):
+    _cluster_fails(tmp_path, lambda c: _inst(c).update(num_npus=3),
+                   ["nodes[0].instances[0].num_npus", "3 != tp_size * pp_size = 1 * 2 = 2"])
+
+
+def test_pp_larger_than_layers(tmp_path):
+    _cluster_fails(tmp_path, lambda c: _inst(c).update(num_npus=64, pp_size=64),
+                   ["pp_size", "64 exceeds the 32 decoder layers"])
+
+
+def test_model_too_large(tmp_path):
+    def seventy_b_on_one_gpu(c):
+        _inst(c).update(model_name="meta-llama/Llama-3.1-70B", num_npus=1, pp_size=1)
+    line = _cluster_fails(tmp_path, seventy_b_on_one_gpu, ["does not fit", "86.4 GB is available"])
+    # 70.55e9 parameters x 2 bytes = 131.4 GiB of weights alone
+    assert "131." in line
+
+
+def test_missing_profile_names_what_exists(tmp_path):
+    _cluster_fails(tmp_path, lambda c: _inst(c).update(hardware="H100"),
+                   ["no profiles for hardware 'H100'", "RTX4090", "RTXPRO6000"])
+
+
+def test_missing_config_file(tmp_path):
+    _fails(tmp_path, "--cluster-config", tmp_path / "nope.json", expect=["nope.json", "not found"])
+
+
+def test_bad_jsonl_line(tmp_path):
+    ds = tmp_path / "w.jsonl"
+    ds.write_text('{"input_toks": 4, "output_toks": 2, "arrival_time_ns": 0}\n'
+                  '{"input_toks": 4, "output_toks": "two", "arrival_time_ns": 5}\n')
+    _fails(tmp_path, "--cluster-config", "configs/cluster/single_node_pp_instance.json", "--dataset", ds,
+           expect=[str(ds), "line 2", "output_toks", "integer"])
+
+
+def test_truncated_jsonl_line(tmp_path):
+    ds = tmp_path / "w.jsonl"
+    ds.write_text('{"input_toks": 4, "output_toks": 2, "arrival_time_ns": 0}\n{"input_toks": 4,\n')
+    _fails(tmp_path, "--cluster-config", "configs/cluster/single_node_pp_instance.json", "--dataset", ds,
+           expect=[str(ds), "line 2", "invalid JSON"])
+
+
+def test_missing_dataset_file(tmp_path):
+    _fails(tmp_path, "--cluster-config", "configs/cluster/single_node_pp_instance.json",
+           "--dataset", tmp_path / "missing.jsonl", expect=["missing.jsonl", "dataset file not found"])
+
+
+def test_bad_cli_value(tmp_path):
+    res = run_cli("--block-size", 0, "--quiet")
+    assert res.exit_code == 2
+    assert "--block-size" in res.output
