@@ -32,37 +32,41 @@ class EmbeddedBackend:
         k = 1 if len(cluster.link_bw_gbps) > 1 else 0
         self._pp_link = Link(cluster.link_bw_gbps[k], cluster.link_latency_ns[min(k, len(cluster.link_latency_ns) - 1)])
         self._host = {i.index: cluster.cpu_mem[i.node] for i in cluster.instances}
+        self._local_bw = {i.index: i.npu_mem.bw_gbps for i in cluster.instances}
+        self._total_npus = cluster.total_npus
         self._free = {i.index: [0] * i.pp_size for i in cluster.instances}
         self._cost_cache: dict = {}
 
-    def _op_ns(self, op, tp: int, host) -> int:
+    def _op_ns(self, op, tp: int, host, local_bw: float) -> int:
         k = op.kind
         if k is OpKind.COMPUTE:
             return op.duration_ns
         if k is OpKind.ALLREDUCE:
-            return ring_allreduce_ns(self._tp_link, op.size_bytes, tp)
+            return ring_allreduce_ns(self._tp_link, op.size_bytes, tp, local_mem_bw_gbps=local_bw,
+                                     total_npus=self._total_npus)
         if k is OpKind.SEND:
             return p2p_ns(self._pp_link, op.size_bytes)
         if k in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
             return mem_ns(host.bw_gbps, host.latency_ns, op.size_bytes)
         return 0  # RECV: waits, costs nothing itself
 
-    def stage_busy_ns(self, prog: StageProgram, tp: int, host) -> int:
+    def stage_busy_ns(self, prog: StageProgram, tp: int, host, local_bw: float) -> int:
         """Time the stage's NPUs are busy once their RECV (if any) has completed."""
         f = self._op_ns
-        return (sum(f(o, tp, host) for o in prog.head_ops)
-                + prog.n_blocks * sum(f(o, tp, host) for o in prog.block_ops)
-                + sum(f(o, tp, host) for o in prog.tail_ops))
+        return (sum(f(o, tp, host, local_bw) for o in prog.head_ops)
+                + prog.n_blocks * sum(f(o, tp, host, local_bw) for o in prog.block_ops)
+                + sum(f(o, tp, host, local_bw) for o in prog.tail_ops))
 
     def submit(self, graph: IterationGraph, t_ns: int) -> list[StageEvent]:
         free = self._free[graph.instance]
         host = self._host[graph.instance]
+        local_bw = self._local_bw[graph.instance]
         events = []
         ready = t_ns  # when this stage's input is available
         for prog in graph.stages:
             start = max(free[prog.stage], t_ns)
             begin = max(start, ready)
-            end = begin + self.stage_busy_ns(prog, graph.tp_size, host)
+            end = begin + self.stage_busy_ns(prog, graph.tp_size, host, local_bw)
             free[prog.stage] = end
             ready = end  # SEND is the stage's last op: the next stage's RECV completes with it
             events.append(StageEvent(graph.instance, prog.stage, graph.npu(prog.stage), graph.batch_id, begin, end))

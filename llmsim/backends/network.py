@@ -16,19 +16,36 @@ class Link:
         return self.latency_ns + size_bytes / bytes_per_ns(self.bw_gbps)
 
 
-def p2p_ns(link: Link, size_bytes: int) -> int:
-    """One message over one FullyConnected hop: latency + bytes / bandwidth."""
+def p2p_ns(link: Link, size_bytes: float) -> int:
+    """One message over one FullyConnected hop: trunc(latency + bytes / bandwidth). The sender
+    completes when the message arrives; a RECV posted earlier completes then too."""
     return int(link.transfer_ns(size_bytes))
 
 
-def ring_allreduce_ns(link: Link, size_bytes: int, ranks: int) -> int:
-    """Ring all-reduce of the full tensor: reduce-scatter then all-gather, each ranks-1 steps of
-    size/ranks bytes."""
+def reduction_ns(size_bytes: int, local_mem_bw_gbps: float) -> int:
+    # ASTRA-Sim charges each reduced packet three passes over local memory (GB/s read as 1e9 B/s).
+    return 3 * int(size_bytes / (local_mem_bw_gbps * 1e9) * 1e9)
+
+
+def ring_allreduce_ns(link: Link, size_bytes: int, ranks: int, *, local_mem_bw_gbps: float,
+                      endpoint_delay_ns: int = 10, splits: int = 1, total_npus: int = 0) -> int:
+    """Ring all-reduce on one dimension of `ranks` NPUs, `size_bytes` the full tensor. As ASTRA-Sim's
+    system layer runs it: the tensor is cut into `splits` chunks that run one after another; each
+    chunk takes 2(N-1) hand-offs of chunk/N bytes, each costing a link transfer plus the endpoint
+    delay, plus N-1 reductions, plus one endpoint delay to start."""
     if ranks <= 1:
         return 0
-    step = link.transfer_ns(size_bytes / ranks)
-    return int(2 * (ranks - 1) * step)
+    chunk = size_bytes // splits
+    if total_npus > chunk:
+        chunk = total_npus
+        size_bytes = splits * chunk
+    streams = -(-size_bytes // chunk)
+    m = chunk // ranks
+    e = endpoint_delay_ns
+    per_chunk = e + 2 * (ranks - 1) * (p2p_ns(link, m) + e) + (ranks - 1) * reduction_ns(m, local_mem_bw_gbps)
+    return streams * per_chunk
 
 
 def mem_ns(bw_gbps: float, latency_ns: int, size_bytes: int) -> int:
-    return int(latency_ns + size_bytes / bytes_per_ns(bw_gbps))
+    """Host (remote) memory load/store: latency + bytes / bandwidth, whole GB/s read as 1e9 B/s."""
+    return int(latency_ns) + int(size_bytes / int(bw_gbps))
