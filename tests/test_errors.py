@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import read_rows, run_cli
 
 BASE = json.load(open("configs/cluster/single_node_pp_instance.json"))
 
@@ -100,3 +100,31 @@ def test_bad_cli_value(tmp_path):
     res = run_cli("--block-size", 0, "--quiet")
     assert res.exit_code == 2
     assert "--block-size" in res.output
+
+
+def test_unknown_key_is_warned_not_fatal(tmp_path):
+    p = _cfg(tmp_path, lambda c: _inst(c).update(tp_sizee=2))
+    res = run_cli("--cluster-config", p, "--dataset", "workloads/example_trace.jsonl", "--num-reqs", 2, "--quiet")
+    assert res.exit_code == 0
+    assert f"[WARNING] {p}: nodes[0].instances[0].tp_sizee: unknown key ignored" in res.output
+
+
+def test_float16_uses_the_bf16_bundle_and_says_so_once(tmp_path):
+    res = run_cli("--cluster-config", "configs/cluster/single_node_pp_instance.json", "--dtype", "float16",
+                  "--dataset", "workloads/example_trace.jsonl", "--quiet")
+    assert res.exit_code == 0
+    assert res.output.count("using the bf16 bundle (same element width)") == 1
+
+
+def test_request_that_can_never_run_is_reported_not_lost(tmp_path):
+    ds = tmp_path / "w.jsonl"
+    ds.write_text('{"input_toks": 200000, "output_toks": 2, "arrival_time_ns": 0}\n'
+                  '{"input_toks": 8, "output_toks": 3, "arrival_time_ns": 10}\n')
+    out = tmp_path / "out.csv"
+    res = run_cli("--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset", ds,
+                  "--output", out, "--quiet")
+    assert res.exit_code == 0
+    assert [r["request id"] for r in read_rows(out)] == ["1"]
+    (left,) = read_rows(f"{out}.unfinished.csv")
+    assert left["request id"] == "0" and "exceeds max_position_embeddings 131072" in left["reason"]
+    assert "1 request(s) did not finish" in res.output
