@@ -90,10 +90,9 @@ class Engine:
         unfinished: list[tuple[Request, str]] = []
         batches: dict[tuple[int, int], Batch] = {}
         prompt_total = gen_total = iterations = 0
-        hb_prompt = hb_gen = 0
-        last_batch_reqs = 0
-        next_log = self.log_interval_ns if self.log_interval_ns > 0 else None
-        heartbeats: list[Heartbeat] = []
+        self._hb_prompt = self._hb_gen = self._last_batch_reqs = 0
+        self._next_log = self.log_interval_ns if self.log_interval_ns > 0 else None
+        self._heartbeats: list[Heartbeat] = []
         iter_log: list[IterationRecord] = []
         now = 0
         while True:
@@ -102,15 +101,7 @@ class Engine:
             if t_heap is None and t_arr is None:
                 break
             now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
-            while next_log is not None and next_log < now:
-                hb = Heartbeat(next_log, last_batch_reqs, hb_prompt, hb_gen, self._npu_mem(),
-                               sum(len(i.scheduler.running) for i in self.instances),
-                               sum(len(i.scheduler.waiting) for i in self.instances))
-                heartbeats.append(hb)
-                if self.on_heartbeat:
-                    self.on_heartbeat(hb, self.log_interval_ns)
-                hb_prompt = hb_gen = 0
-                next_log += self.log_interval_ns
+            self._heartbeats_before(now)
             touched = set()
             while self._heap and self._heap[0][0] == now:
                 _, kind, _, payload = heapq.heappop(self._heap)
@@ -120,8 +111,8 @@ class Engine:
                     done = inst.scheduler.complete(batch, now)
                     prompt_total += done.prompt_tokens
                     gen_total += done.gen_tokens
-                    hb_prompt += done.prompt_tokens
-                    hb_gen += done.gen_tokens
+                    self._hb_prompt += done.prompt_tokens
+                    self._hb_gen += done.gen_tokens
                     finished[inst.index].extend(done.finished)
                 else:
                     self._stage0_busy[payload] = False
@@ -143,7 +134,7 @@ class Engine:
                 batch = inst.scheduler.schedule(now)
                 if batch is None:
                     continue
-                last_batch_reqs = batch.num_reqs
+                self._last_batch_reqs = batch.num_reqs
                 iterations += 1
                 graph = self._graph(inst, batch)
                 if self.on_graph:
@@ -160,16 +151,21 @@ class Engine:
             s = inst.scheduler
             for req in list(s.running) + list(s.waiting):
                 unfinished.append((req, "left in the queue when the run ended (scheduler could not admit it)"))
-        if next_log is not None:
-            while next_log <= now:
-                hb = Heartbeat(next_log, last_batch_reqs, hb_prompt, hb_gen, self._npu_mem(), 0, 0)
-                heartbeats.append(hb)
-                if self.on_heartbeat:
-                    self.on_heartbeat(hb, self.log_interval_ns)
-                hb_prompt = hb_gen = 0
-                next_log += self.log_interval_ns
+        self._heartbeats_before(now + 1)  # the interval that ends exactly at the last event too
         unfinished.sort(key=lambda x: x[0].id)
-        return SimResult(finished, unfinished, now, prompt_total, gen_total, iterations, heartbeats, iter_log)
+        return SimResult(finished, unfinished, now, prompt_total, gen_total, iterations, self._heartbeats, iter_log)
+
+    def _heartbeats_before(self, t_ns: int) -> None:
+        """Emit the heartbeat of every log interval that ends before t_ns (window (end-interval, end])."""
+        while self._next_log is not None and self._next_log < t_ns:
+            scheds = [i.scheduler for i in self.instances]
+            hb = Heartbeat(self._next_log, self._last_batch_reqs, self._hb_prompt, self._hb_gen, self._npu_mem(),
+                           sum(len(s.running) for s in scheds), sum(len(s.waiting) for s in scheds))
+            self._heartbeats.append(hb)
+            if self.on_heartbeat:
+                self.on_heartbeat(hb, self.log_interval_ns)
+            self._hb_prompt = self._hb_gen = 0
+            self._next_log += self.log_interval_ns
 
     def _npu_mem(self) -> int:
         return max(i.memory.used_bytes(i.pool.num_used) for i in self.instances)
