@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from .request import Request
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     req: Request
     num_new: int

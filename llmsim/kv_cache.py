@@ -78,6 +78,10 @@ class BlockPool:
     def allocate(self, req: Request, num_new: int, hits: list[int] = ()) -> bool:
         """Slots for num_new more tokens (after req.num_computed, which includes hits). No change on failure."""
         total = req.num_computed + num_new
+        if not hits and total <= len(req.blocks) * self.block_size:  # decode within its last block
+            if self.caching and req.token_ids is not None:
+                self._index(req, min(total, req.num_tokens))
+            return True
         if not self.can_fit(total, hits, len(req.blocks)):
             return False
         for b in hits:

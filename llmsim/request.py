@@ -10,7 +10,7 @@ class Status(Enum):
     FINISHED = 3
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Request:
     id: int
     arrival_ns: int

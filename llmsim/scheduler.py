@@ -76,9 +76,14 @@ class Scheduler:
         preempted = False
         # Phase A: running requests, in admission order.
         i = 0
-        while i < len(self.running) and budget > 0:
-            req = self.running[i]
-            num_new = min(self._cap(req.num_tokens - req.num_computed), budget)
+        running = self.running
+        while i < len(running) and budget > 0:
+            req = running[i]
+            num_new = req.num_tokens - req.num_computed
+            if num_new > budget:
+                num_new = budget
+            if 0 < self.threshold < num_new:
+                num_new = self.threshold
             if num_new <= 0:
                 i += 1  # its previous step is still in flight
                 continue
@@ -143,17 +148,22 @@ class Scheduler:
         self.inflight.popleft()
         prompt_t = gen_t = 0
         finished = []
+        pool = self.pool
+        caching = pool.caching
+        done_status = Status.FINISHED
         for e in batch.entries:
             req = e.req
-            if req.finished or e.epoch != req.num_preemptions:
+            if req.status is done_status or e.epoch != req.num_preemptions:
                 continue  # preempted while in flight: its work is wasted
             done = e.computed_before + e.num_new
+            num_tokens = req.num_tokens
             first = req.is_init and done >= req.prompt_len
-            if e.computed_before < req.num_tokens - 1 or first:
+            if first or e.computed_before < num_tokens - 1:
                 prompt_t += e.num_new
-            self.pool.index(req)
-            if done >= req.num_tokens:
-                req.num_tokens += 1
+            if caching and req.token_ids is not None:
+                pool.index(req)
+            if done >= num_tokens:
+                req.num_tokens = num_tokens = num_tokens + 1
                 gen_t += 1
                 if first:
                     req.is_init = False
@@ -161,10 +171,10 @@ class Scheduler:
                 else:
                     req.itl_ns.append(t_ns - req.last_token_ns)
                 req.last_token_ns = t_ns
-                if req.num_tokens >= req.target_len:
-                    self.pool.free(req)
+                if num_tokens >= req.prompt_len + req.output_len:
+                    pool.free(req)
                     req.end_ns = t_ns
-                    req.status = Status.FINISHED
+                    req.status = done_status
                     self.running.remove(req)
                     finished.append(req)
         return Completion(prompt_t, gen_t, finished)

@@ -63,3 +63,16 @@ def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = Tr
         raise InputError(f"{path}: no requests in dataset")
     reqs.sort(key=lambda r: (r.arrival_ns, r.id))
     return reqs
+
+
+def resample_workload(source: list[Request], n: int, rate_per_s: float, seed: int = 0) -> list[Request]:
+    """n requests whose (prompt, output) lengths are drawn from `source`, with Poisson arrivals at
+    rate_per_s (the gap is drawn before each request, as the reference's generator does).
+    No token ids, so no prefix hits."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(source), size=n)
+    arrivals = np.cumsum(rng.exponential(1e9 / rate_per_s, size=n)).astype(np.int64)
+    return [Request(id=i, arrival_ns=int(t), prompt_len=source[k].prompt_len, output_len=source[k].output_len)
+            for i, (k, t) in enumerate(zip(picks, arrivals))]
