@@ -1,4 +1,5 @@
 """Request state as plain data; the scheduler and engine mutate it."""
+from array import array
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -34,7 +35,7 @@ class Request:
     first_token_ns: int = -1
     last_token_ns: int = -1
     end_ns: int = -1
-    itl_ns: list[int] = field(default_factory=list)
+    itl_ns: array = field(default_factory=lambda: array("q"))  # 8 bytes a gap, not a boxed int
 
     def __post_init__(self):
         self.num_tokens = self.prompt_len

@@ -27,7 +27,7 @@ def test_chunked_prefill_under_token_budget():
     assert _step(s, 30) == {0: 904}  # 5000 - 2 x 2048
     assert r.first_token_ns == 31  # stamped when the final chunk's batch completes
     assert _step(s, 40) == {0: 1}
-    assert r.finished and r.end_ns == 41 and r.itl_ns == [10]
+    assert r.finished and r.end_ns == 41 and list(r.itl_ns) == [10]
 
 
 def test_running_decodes_come_before_new_prefill_and_share_the_budget():
@@ -66,7 +66,7 @@ def test_recompute_preemption_from_the_tail():
     assert _step(s, 60) == {1: 1}
     assert r1.finished
     # r1's tokens at 1, 11, 21, 51, 61: the preemption stall shows in the inter-token gaps
-    assert r1.itl_ns == [10, 10, 30, 10]
+    assert list(r1.itl_ns) == [10, 10, 30, 10]
 
 
 def test_prefix_cache_hit_skips_full_blocks():
