@@ -10,7 +10,7 @@ from .request import Request
 from .router import Router
 
 # Completions are handled before stage frees, and both before new batches are formed at a tick.
-_BATCH_DONE, _STAGE0_FREE = 0, 1
+_BATCH_DONE, _STAGE0_FREE, _ARRIVAL = 0, 1, 2
 
 
 @dataclass
@@ -103,6 +103,7 @@ class Engine:
             now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
             self._heartbeats_before(now)
             touched = set()
+            arrived = []
             while self._heap and self._heap[0][0] == now:
                 _, kind, _, payload = heapq.heappop(self._heap)
                 if kind == _BATCH_DONE:
@@ -114,12 +115,22 @@ class Engine:
                     self._hb_prompt += done.prompt_tokens
                     self._hb_gen += done.gen_tokens
                     finished[inst.index].extend(done.finished)
-                else:
+                    touched.add(inst.index)
+                    for req in done.finished:
+                        nxt = req.next_in_session
+                        if nxt is not None:  # the session's next call, after the tool runs
+                            nxt.arrival_ns = now + req.tool_duration_ns
+                            self._push(nxt.arrival_ns, _ARRIVAL, nxt)
+                elif kind == _STAGE0_FREE:
                     self._stage0_busy[payload] = False
-                touched.add(payload[0] if kind == _BATCH_DONE else payload)
+                    touched.add(payload)
+                else:
+                    arrived.append(payload)
             while a < n_arr and reqs[a].arrival_ns == now:
-                req = reqs[a]
+                arrived.append(reqs[a])
                 a += 1
+            arrived.sort(key=lambda r: r.id)
+            for req in arrived:
                 i = self.router.pick()
                 reason = self._capacity_reason(self.instances[i], req)
                 if reason:
@@ -151,6 +162,11 @@ class Engine:
             s = inst.scheduler
             for req in list(s.running) + list(s.waiting):
                 unfinished.append((req, "left in the queue when the run ended (scheduler could not admit it)"))
+        for req, _ in list(unfinished):
+            nxt = req.next_in_session
+            while nxt is not None:
+                unfinished.append((nxt, f"an earlier call of its session (request {req.id}) did not finish"))
+                nxt = nxt.next_in_session
         self._heartbeats_before(now + 1)  # the interval that ends exactly at the last event too
         unfinished.sort(key=lambda x: x[0].id)
         return SimResult(finished, unfinished, now, prompt_total, gen_total, iterations, self._heartbeats, iter_log)

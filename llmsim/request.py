@@ -30,6 +30,9 @@ class Request:
     prefix_hit_tokens: int = 0
     recomputed_tokens: int = 0
     instance: int = -1
+    # agentic sessions: the next call is released tool_duration_ns after this one finishes
+    next_in_session: "Request | None" = None
+    tool_duration_ns: int = 0
     # outputs
     first_sched_ns: int = -1
     first_token_ns: int = -1
