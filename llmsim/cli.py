@@ -1,6 +1,7 @@
 """`llmsim` / `python -m llmsim`: flags compatible with the reference's `python -m serving`."""
 import logging
 import sys
+from pathlib import Path
 import warnings
 
 import click
@@ -70,6 +71,9 @@ def main(cluster_config, dataset, output, dtype, kv_cache_dtype, block_size, max
 def _run(cluster_config, dataset, output, dtype, kv_cache_dtype, block_size, max_num_seqs, max_num_batched_tokens,
          long_prefill_token_threshold, enable_prefix_caching, enable_chunked_prefill, reserve_full_isl,
          npu_memory_utilization, request_routing_policy, num_reqs, log_interval, iteration_log, backend, quiet):
+    for path, what in ((output, "output"), (iteration_log, "iteration log")):
+        if path:
+            metrics.check_writable(path, what)
     cluster = load_cluster_config(cluster_config)
     for w in cluster.warnings:
         click.echo(f"[WARNING] {w}", err=True)
@@ -94,18 +98,28 @@ def _run(cluster_config, dataset, output, dtype, kv_cache_dtype, block_size, max
                        f"KV cache {m.num_blocks} blocks x {m.block_size} tokens; layers per stage "
                        f"{[s.layers for s in m.stages]}")
     interval_ns = int(round(log_interval * NS_PER_S))
-    on_hb = None if quiet or interval_ns == 0 else (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv)))
+    if quiet:
+        interval_ns = 0  # no lines to print, and the summary does not use them
+    on_hb = None if interval_ns == 0 else (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv)))
     engine = Engine(instances, EmbeddedBackend(cluster), requests, routing_policy=request_routing_policy,
                     log_interval_ns=interval_ns, on_heartbeat=on_hb, record_iterations=iteration_log is not None)
     result = engine.run()
     if not quiet:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances]))
+    files = {}  # everything is rendered before anything is written
     if output:
-        metrics.write_atomic(output, metrics.requests_csv(result, instances))
+        files[output] = metrics.requests_csv(result, instances)
+        if result.unfinished:
+            files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
     if iteration_log:
-        metrics.write_atomic(iteration_log, metrics.iteration_csv(result.iteration_log))
+        files[iteration_log] = metrics.iteration_csv(result.iteration_log)
+    try:
+        for path, text in files.items():
+            metrics.write_atomic(path, text)
+        if output and not result.unfinished and Path(f"{output}.unfinished.csv").exists():
+            Path(f"{output}.unfinished.csv").unlink()  # stale, from an earlier run
+    except OSError as e:
+        raise InputError(f"{e.filename}: cannot write output ({e.strerror})") from None
     if result.unfinished:
         click.echo(f"[WARNING] {len(result.unfinished)} request(s) did not finish; first: request "
                    f"{result.unfinished[0][0].id}: {result.unfinished[0][1]}", err=True)
-        if output:
-            metrics.write_atomic(f"{output}.unfinished.csv", metrics.unfinished_csv(result))

@@ -74,7 +74,11 @@ class Engine:
         if req.target_len > inst.model.max_position_embeddings:
             return (f"prompt + output = {req.target_len} tokens exceeds max_position_embeddings "
                     f"{inst.model.max_position_embeddings} of {inst.model.name}")
-        need = inst.pool.blocks_for(req.target_len)
+        s = inst.scheduler
+        if not s.chunked and req.target_len - 1 > s.token_budget:
+            return (f"chunked prefill is off and it may need {req.target_len - 1} tokens in one step "
+                    f"(prompt + output, recomputed after a preemption) but the token budget is {s.token_budget}")
+        need = inst.pool.blocks_for(req.target_len - 1)  # the last token's KV is never written
         if need > inst.pool.num_blocks:
             return f"needs {need} KV blocks but instance {inst.index} has {inst.pool.num_blocks}"
         return None
@@ -134,6 +138,7 @@ class Engine:
                 i = self.router.pick()
                 reason = self._capacity_reason(self.instances[i], req)
                 if reason:
+                    req.instance = i
                     unfinished.append((req, reason))
                     continue
                 self.instances[i].scheduler.add_request(req)

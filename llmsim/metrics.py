@@ -21,10 +21,27 @@ def write_atomic(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Fail before simulating rather than after: the folder must be creatable and the path not a folder."""
+    from .errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {what} path is a directory")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write {what} (folder {parent} is not writable)")
 
 
 def request_row(req, model_name: str) -> list:

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from .errors import InputError
+from .config._fields import _no_constant
 from .request import Request
 
 
@@ -57,11 +58,20 @@ def _session(path, lineno, obj, first_id, with_token_ids) -> list[Request]:
     return calls[:1]
 
 
+def _lines(path, fh):
+    lineno = 0
+    try:
+        for lineno, line in enumerate(fh, 1):
+            yield lineno, line
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: line {lineno + 1}: not UTF-8 text") from None
+
+
 def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = True) -> list[Request]:
     """Requests in (arrival, id) order. num_reqs > 0 keeps the first num_reqs lines."""
     path = str(path)
     try:
-        fh = open(path)
+        fh = open(path, encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: dataset file not found") from None
     except OSError as e:
@@ -69,14 +79,16 @@ def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = Tr
     reqs: list[Request] = []  # flat requests and the first call of each session
     next_id = lines = 0
     with fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line in _lines(path, fh):
             if not line.strip():
                 continue
             if num_reqs and lines >= num_reqs:
                 break
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
+                obj = json.loads(line, parse_constant=_no_constant)
+            except (json.JSONDecodeError, ValueError) as e:
+                if not isinstance(e, json.JSONDecodeError):
+                    raise InputError(f"{path}: line {lineno}: invalid JSON ({e})") from None
                 raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}: line {lineno}: expected a JSON object")

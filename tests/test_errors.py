@@ -128,3 +128,28 @@ def test_request_that_can_never_run_is_reported_not_lost(tmp_path):
     (left,) = read_rows(f"{out}.unfinished.csv")
     assert left["request id"] == "0" and "exceeds max_position_embeddings 131072" in left["reason"]
     assert "1 request(s) did not finish" in res.output
+
+
+def test_unchunkable_prompt_is_reported_and_does_not_block_the_queue(tmp_path):
+    ds = tmp_path / "w.jsonl"
+    ds.write_text('{"input_toks": 3000, "output_toks": 2, "arrival_time_ns": 0}\n'
+                  '{"input_toks": 10, "output_toks": 2, "arrival_time_ns": 1}\n')
+    out = tmp_path / "out.csv"
+    res = run_cli("--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset", ds,
+                  "--no-enable-chunked-prefill", "--output", out, "--quiet")
+    assert res.exit_code == 0
+    assert [r["request id"] for r in read_rows(out)] == ["1"]
+    (left,) = read_rows(f"{out}.unfinished.csv")
+    assert left["request id"] == "0" and "token budget is 2048" in left["reason"]
+
+
+def test_non_numeric_constant_in_config(tmp_path):
+    p = tmp_path / "nan.json"
+    p.write_text(json.dumps(BASE).replace('"link_bw": 16', '"link_bw": NaN'))
+    _fails(tmp_path, "--cluster-config", p, "--dataset", "workloads/example_trace.jsonl",
+           expect=[str(p), "NaN is not a number"])
+
+
+def test_instance_override_out_of_range(tmp_path):
+    _cluster_fails(tmp_path, lambda c: _inst(c).update(block_size=0),
+                   ["nodes[0].instances[0].block_size", "expected a value >= 1, got 0"])

@@ -1,9 +1,26 @@
 """Typed field access for JSON configs; every failure names file and field path."""
+import json
 from typing import Any
 
 from ..errors import InputError
 
 _MISSING = object()
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number here")
+
+
+def parse_json(path: str, data: bytes):
+    """JSON from a file's bytes; every failure is one InputError line naming the file."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    except ValueError as e:
+        raise InputError(f"{path}: invalid JSON ({e})") from None
 
 
 class Fields:

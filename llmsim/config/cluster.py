@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..units import gb_to_bytes
-from ._fields import Fields
+from ._fields import Fields, parse_json
 from .engine import DTYPE_BYTES, IGNORED_KEYS, OVERRIDE_KEYS
 
 
@@ -80,7 +80,7 @@ def _parallelism(f: Fields) -> tuple[int, int, int]:
     pp = f.get("pp_size", int, None, minimum=1)
     tp = f.get("tp_size", int, None, minimum=1)
     n = f.get("num_npus", int, None, minimum=1)
-    pp_given = pp is not None
+    pp_given = pp not in (None, 1)
     pp = pp or 1
     if n is not None and tp is not None:
         if n != tp * pp:
@@ -102,15 +102,12 @@ def _parallelism(f: Fields) -> tuple[int, int, int]:
 def load_cluster_config(path: str | Path) -> ClusterConfig:
     path = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: cluster config file not found") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read cluster config ({e.strerror})") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    raw = parse_json(path, text)
     warnings: list[str] = []
     top = Fields(path, raw, "")
     warnings += top.unknown(_TOP)
@@ -147,7 +144,10 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
             overrides = {}
             for key, kind in OVERRIDE_KEYS.items():
                 if key in inst_raw:
-                    overrides[key] = f.get(key, kind)
+                    low = (1 if key == "block_size" else 0) if kind is int else None
+                    overrides[key] = f.get(key, kind, minimum=low)
+            if overrides.get("kv_cache_dtype", "auto") not in ("auto", "fp8"):
+                f.fail(f"expected \"auto\" or \"fp8\", got {overrides['kv_cache_dtype']!r}", "kv_cache_dtype")
             if "dtype" in overrides and overrides["dtype"] not in DTYPE_BYTES:
                 f.fail(f"expected one of {', '.join(DTYPE_BYTES)}, got {overrides['dtype']!r}", "dtype")
             instances.append(InstanceConfig(

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ._fields import Fields
+from ._fields import Fields, parse_json
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,7 @@ def load_model_spec(model_dir: Path, name: str) -> ModelSpec:
     if not path.is_file():
         have = sorted(str(p.relative_to(model_dir))[:-5] for p in model_dir.glob("*/*.json"))
         raise InputError(f"{path}: model config not found (models available: {', '.join(have) or 'none'})")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    raw = parse_json(str(path), path.read_bytes())
     f = Fields(str(path), raw, "")
     if any(k in raw for k in ("num_local_experts", "num_experts", "n_routed_experts")):
         f.fail("mixture-of-experts models are not supported yet (dense decoders only)")
