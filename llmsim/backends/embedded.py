@@ -28,9 +28,11 @@ class EmbeddedBackend:
 
     def __init__(self, cluster: ClusterConfig):
         # Topology as the reference lays it out: TP on dimension 0, stages on the next one.
-        self._tp_link = Link(cluster.link_bw_gbps[0], cluster.link_latency_ns[0])
-        k = 1 if len(cluster.link_bw_gbps) > 1 else 0
-        self._pp_link = Link(cluster.link_bw_gbps[k], cluster.link_latency_ns[min(k, len(cluster.link_latency_ns) - 1)])
+        bw, lat = cluster.link_bw_gbps, cluster.link_latency_ns
+        dim = lambda vals, k: vals[k] if k < len(vals) else vals[0]  # a scalar is broadcast to every dimension
+        self._tp_link = Link(bw[0], lat[0])
+        k = 1 if max(len(bw), len(lat)) > 1 else 0
+        self._pp_link = Link(dim(bw, k), dim(lat, k))
         self._host = {i.index: cluster.cpu_mem[i.node] for i in cluster.instances}
         self._local_bw = {i.index: i.npu_mem.bw_gbps for i in cluster.instances}
         self._total_npus = cluster.total_npus
