@@ -116,31 +116,28 @@ def test_float16_uses_the_bf16_bundle_and_says_so_once(tmp_path):
     assert res.output.count("using the bf16 bundle (same element width)") == 1
 
 
-def test_request_that_can_never_run_is_reported_not_lost(tmp_path):
+def _first_unfinished(tmp_path, big_prompt, *flags):
+    """Run a too-large request followed by a small one; the small one must finish, the big one be reported."""
     ds = tmp_path / "w.jsonl"
-    ds.write_text('{"input_toks": 200000, "output_toks": 2, "arrival_time_ns": 0}\n'
+    ds.write_text(f'{{"input_toks": {big_prompt}, "output_toks": 2, "arrival_time_ns": 0}}\n'
                   '{"input_toks": 8, "output_toks": 3, "arrival_time_ns": 10}\n')
     out = tmp_path / "out.csv"
     res = run_cli("--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset", ds,
-                  "--output", out, "--quiet")
+                  "--output", out, "--quiet", *flags)
     assert res.exit_code == 0
     assert [r["request id"] for r in read_rows(out)] == ["1"]
-    (left,) = read_rows(f"{out}.unfinished.csv")
-    assert left["request id"] == "0" and "exceeds max_position_embeddings 131072" in left["reason"]
     assert "1 request(s) did not finish" in res.output
+    (left,) = read_rows(f"{out}.unfinished.csv")
+    assert left["request id"] == "0"
+    return left["reason"]
+
+
+def test_request_that_can_never_run_is_reported_not_lost(tmp_path):
+    assert "exceeds max_position_embeddings 131072" in _first_unfinished(tmp_path, 200000)
 
 
 def test_unchunkable_prompt_is_reported_and_does_not_block_the_queue(tmp_path):
-    ds = tmp_path / "w.jsonl"
-    ds.write_text('{"input_toks": 3000, "output_toks": 2, "arrival_time_ns": 0}\n'
-                  '{"input_toks": 10, "output_toks": 2, "arrival_time_ns": 1}\n')
-    out = tmp_path / "out.csv"
-    res = run_cli("--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset", ds,
-                  "--no-enable-chunked-prefill", "--output", out, "--quiet")
-    assert res.exit_code == 0
-    assert [r["request id"] for r in read_rows(out)] == ["1"]
-    (left,) = read_rows(f"{out}.unfinished.csv")
-    assert left["request id"] == "0" and "token budget is 2048" in left["reason"]
+    assert "token budget is 2048" in _first_unfinished(tmp_path, 3000, "--no-enable-chunked-prefill")
 
 
 def test_non_numeric_constant_in_config(tmp_path):
