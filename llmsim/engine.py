@@ -64,7 +64,6 @@ class Engine:
         self._heap: list = []
         self._seq = 0
         self._stage0_busy = [False] * len(instances)
-        self._graph_cache: list[dict] = [{} for _ in instances]
 
     def _push(self, t: int, kind: int, payload) -> None:
         heapq.heappush(self._heap, (t, kind, self._seq, payload))

@@ -1,6 +1,6 @@
 """Everything one serving instance needs, assembled from the configs (side effects: file reads)."""
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config.cluster import InstanceConfig
@@ -78,7 +78,7 @@ def load_profile(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, mo
 def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path) -> Instance:
     args = base_args.with_overrides(inst.overrides)
     if inst.mem_util is not None:
-        args = EngineArgs(**{**args.__dict__, "npu_memory_utilization": inst.mem_util})
+        args = replace(args, npu_memory_utilization=inst.mem_util)
     model = load_model_spec(data_root / "configs" / "model", inst.model_name)
     if inst.pp_size > model.num_layers:
         raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")

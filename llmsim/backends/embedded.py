@@ -37,7 +37,6 @@ class EmbeddedBackend:
         self._local_bw = {i.index: i.npu_mem.bw_gbps for i in cluster.instances}
         self._total_npus = cluster.total_npus
         self._free = {i.index: [0] * i.pp_size for i in cluster.instances}
-        self._cost_cache: dict = {}
 
     def _op_ns(self, op, tp: int, host, local_bw: float) -> int:
         k = op.kind
