@@ -1,5 +1,5 @@
 """A scheduled iteration: which requests run how many new tokens."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .request import Request
 
@@ -28,7 +28,6 @@ class Batch:
     kv_prefill: int = 0  # sum of prefill histories
     decode_histories: tuple[int, ...] = ()
     num_prefill: int = 0
-    stage_done_ns: list[int] = field(default_factory=list)
 
     @classmethod
     def build(cls, batch_id: int, instance: int, sched_ns: int, entries: list[Entry]) -> "Batch":

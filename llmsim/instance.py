@@ -92,4 +92,8 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path)
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
     sched = Scheduler(inst.index, args, pool, inst.pp_size, model.max_position_embeddings)
-    return Instance(inst, args, model, layout, memory, pool, sched, ProfileTimer(bundle, arch), dtype, note)
+    timer = ProfileTimer(bundle, arch)
+    if timer.skipped:  # as the reference does: a layer the bundle never measured costs nothing
+        missing = f"layers {', '.join(timer.skipped)} are not in the {bundle!r} profile and are not timed"
+        note = f"{note}; {missing}" if note else f"instance {inst.index}: {missing}"
+    return Instance(inst, args, model, layout, memory, pool, sched, timer, dtype, note)
