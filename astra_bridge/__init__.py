@@ -1,0 +1,1 @@
+"""Bridge to an external ASTRA-Sim build: Chakra traces, inputs, and the subprocess driver."""
