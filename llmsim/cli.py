@@ -1,27 +1,18 @@
-"""`llmsim` / `python -m llmsim`: flags compatible with the reference's `python -m serving`."""
+"""`llmsim` / `python -m llmsim`: flags compatible with the reference's `python -m serving`;
+`llmsim validate` compares a simulation with a recorded vLLM run."""
+import functools
 import logging
 import sys
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import click
 
 from . import metrics
-from .backends.embedded import EmbeddedBackend
-from .config.cluster import load_cluster_config
 from .config.engine import DTYPE_BYTES, EngineArgs
-from .engine import Engine
 from .errors import InputError
-from .instance import build_instance
-from .paths import data_root
-from .request import Request
+from .simulate import prepare, run
 from .units import NS_PER_S
-from .workload import load_workload
-
-
-def _synthetic(n_instances: int) -> list[Request]:
-    # The reference's default when no dataset is given: 16 requests per instance, 64 in / 64 out.
-    return [Request(id=i, arrival_ns=0, prompt_len=64, output_len=64) for i in range(16 * n_instances)]
 
 
 def _nonneg(ctx, param, value):
@@ -30,80 +21,107 @@ def _nonneg(ctx, param, value):
     return value
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--cluster-config", default="configs/cluster/single_node_single_instance.json", show_default=True,
-              help="Cluster config JSON (the reference's schema).")
-@click.option("--dataset", default=None, help="Workload JSONL (input_toks, output_toks, arrival_time_ns[, token ids]).")
+ENGINE_OPTIONS = [
+    click.option("--cluster-config", default="configs/cluster/single_node_single_instance.json", show_default=True,
+                 help="Cluster config JSON (the reference's schema)."),
+    click.option("--dataset", default=None, help="Workload JSONL (input_toks, output_toks, arrival_time_ns[, token ids])."),
+    click.option("--dtype", type=click.Choice(sorted(DTYPE_BYTES)), default=None, help="Weight dtype (instance key wins)."),
+    click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto", show_default=True),
+    click.option("--block-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tokens per KV block."),
+    click.option("--max-num-seqs", type=int, default=128, show_default=True, callback=_nonneg, help="0 = unlimited."),
+    click.option("--max-num-batched-tokens", type=int, default=2048, show_default=True, callback=_nonneg,
+                 help="Token budget per step; 0 = the maximum model length."),
+    click.option("--max-model-len", type=int, default=0, callback=_nonneg,
+                 help="Longest request (prompt + output) and cap of the token budget; 0 = max_position_embeddings."),
+    click.option("--long-prefill-token-threshold", type=int, default=0, show_default=True, callback=_nonneg),
+    click.option("--enable-prefix-caching/--no-enable-prefix-caching", default=True, show_default=True),
+    click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True),
+    click.option("--reserve-full-isl/--no-reserve-full-isl", default=True, show_default=True,
+                 help="Admit a request only if its whole current sequence fits in free blocks."),
+    click.option("--npu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
+    click.option("--kv-capacity", type=click.Choice(["reference", "vllm"]), default="reference", show_default=True,
+                 help="KV blocks from mem x util - weights (the reference), or vLLM's profile: also minus the "
+                      "activation peak and non-torch memory."),
+    click.option("--num-gpu-blocks", type=int, default=0, callback=_nonneg,
+                 help="Pin the KV block count (e.g. vLLM's logged num_gpu_blocks); 0 = computed."),
+    click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True),
+    click.option("--num-reqs", type=int, default=0, callback=_nonneg, help="Use the first N dataset lines (0 = all)."),
+]
+
+ENGINE_KEYS = ("dtype", "kv_cache_dtype", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+               "long_prefill_token_threshold", "enable_prefix_caching", "enable_chunked_prefill", "reserve_full_isl",
+               "npu_memory_utilization", "kv_capacity", "num_gpu_blocks")
+
+
+def engine_options(f):
+    for opt in reversed(ENGINE_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def engine_args(opts: dict) -> EngineArgs:
+    return EngineArgs(**{k: opts[k] for k in ENGINE_KEYS})
+
+
+def user_errors(f):
+    """Bad input ends the command with one `error:` line and exit code 2."""
+    @functools.wraps(f)
+    def wrapper(*a, **k):
+        logging.basicConfig(format="[%(levelname)s] %(message)s", level=logging.WARNING)
+        warnings.simplefilter("default")
+        warnings.formatwarning = lambda msg, cat, *args, **kw: f"[WARNING] {msg}\n"
+        try:
+            return f(*a, **k)
+        except InputError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+    return wrapper
+
+
+def announce(sim, quiet: bool) -> None:
+    for w in sim.cluster.warnings:
+        click.echo(f"[WARNING] {w}", err=True)
+    for inst in sim.instances:
+        if inst.profile_note:
+            click.echo(f"[WARNING] {inst.profile_note}", err=True)
+        if not quiet:
+            m = inst.memory
+            click.echo(f"[INFO] instance {inst.index}: {inst.model.name} on {inst.config.num_npus} x "
+                       f"{inst.config.hardware} (tp={inst.config.tp_size}, pp={inst.config.pp_size}), {inst.dtype}, "
+                       f"timing: {inst.timer.describe()}; KV cache {m.num_blocks} blocks x {m.block_size} tokens "
+                       f"({inst.args.kv_capacity if not inst.args.num_gpu_blocks else 'pinned'}); layers per stage "
+                       f"{[s.layers for s in m.stages]}")
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"],
+                                                           "max_content_width": 100})
+@engine_options
 @click.option("--output", default=None, help="Per-request CSV to write.")
-@click.option("--dtype", type=click.Choice(sorted(DTYPE_BYTES)), default=None, help="Weight dtype (instance key wins).")
-@click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto", show_default=True)
-@click.option("--block-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tokens per KV block.")
-@click.option("--max-num-seqs", type=int, default=128, show_default=True, callback=_nonneg, help="0 = unlimited.")
-@click.option("--max-num-batched-tokens", type=int, default=2048, show_default=True, callback=_nonneg,
-              help="Token budget per step; 0 = max_position_embeddings.")
-@click.option("--long-prefill-token-threshold", type=int, default=0, show_default=True, callback=_nonneg)
-@click.option("--enable-prefix-caching/--no-enable-prefix-caching", default=True, show_default=True)
-@click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True)
-@click.option("--reserve-full-isl/--no-reserve-full-isl", default=True, show_default=True,
-              help="Admit a request only if its whole current sequence fits in free blocks.")
-@click.option("--npu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True)
-@click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True)
-@click.option("--num-reqs", type=int, default=0, callback=_nonneg, help="Use the first N dataset lines (0 = all).")
 @click.option("--log-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds of simulated time between [INFO] lines; 0 = none.")
 @click.option("--iteration-log", default=None, help="CSV with one row per batch and pipeline stage.")
 @click.option("--backend", type=click.Choice(["embedded"]), default="embedded", show_default=True)
 @click.option("--quiet", is_flag=True, help="No [INFO] lines and no summary.")
-def main(cluster_config, dataset, output, dtype, kv_cache_dtype, block_size, max_num_seqs, max_num_batched_tokens,
-         long_prefill_token_threshold, enable_prefix_caching, enable_chunked_prefill, reserve_full_isl,
-         npu_memory_utilization, request_routing_policy, num_reqs, log_interval, iteration_log, backend, quiet):
+@click.pass_context
+@user_errors
+def main(ctx, **opts):
     """Simulate vLLM-style LLM serving on the cluster described by --cluster-config."""
-    logging.basicConfig(format="[%(levelname)s] %(message)s", level=logging.WARNING)
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"[WARNING] {msg}\n"
-    try:
-        _run(**locals())
-    except InputError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+    if ctx.invoked_subcommand is None:
+        _simulate(opts)
 
 
-def _run(cluster_config, dataset, output, dtype, kv_cache_dtype, block_size, max_num_seqs, max_num_batched_tokens,
-         long_prefill_token_threshold, enable_prefix_caching, enable_chunked_prefill, reserve_full_isl,
-         npu_memory_utilization, request_routing_policy, num_reqs, log_interval, iteration_log, backend, quiet):
+def _simulate(o: dict) -> None:
+    output, iteration_log, quiet = o["output"], o["iteration_log"], o["quiet"]
     for path, what in ((output, "output"), (iteration_log, "iteration log")):
         if path:
             metrics.check_writable(path, what)
-    cluster = load_cluster_config(cluster_config)
-    for w in cluster.warnings:
-        click.echo(f"[WARNING] {w}", err=True)
-    args = EngineArgs(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                      long_prefill_token_threshold=long_prefill_token_threshold, dtype=dtype,
-                      kv_cache_dtype=kv_cache_dtype, enable_prefix_caching=enable_prefix_caching,
-                      enable_chunked_prefill=enable_chunked_prefill, reserve_full_isl=reserve_full_isl,
-                      block_size=block_size, npu_memory_utilization=npu_memory_utilization)
-    root = data_root()
-    instances = [build_instance(ic, args, root) for ic in cluster.instances]
-    for inst in instances:
-        if inst.profile_note:
-            click.echo(f"[WARNING] {inst.profile_note}", err=True)
-    caching = any(i.args.enable_prefix_caching for i in instances)
-    requests = load_workload(dataset, num_reqs, with_token_ids=caching) if dataset else _synthetic(len(instances))
-    if not quiet:
-        for inst in instances:
-            m = inst.memory
-            click.echo(f"[INFO] instance {inst.index}: {inst.model.name} on {inst.config.num_npus} x "
-                       f"{inst.config.hardware} (tp={inst.config.tp_size}, pp={inst.config.pp_size}), {inst.dtype}, "
-                       f"timing: measured profile {inst.timer.bundle.variant}/tp{inst.config.tp_size}; "
-                       f"KV cache {m.num_blocks} blocks x {m.block_size} tokens; layers per stage "
-                       f"{[s.layers for s in m.stages]}")
-    interval_ns = int(round(log_interval * NS_PER_S))
-    if quiet:
-        interval_ns = 0  # no lines to print, and the summary does not use them
-    on_hb = None if interval_ns == 0 else (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv)))
-    engine = Engine(instances, EmbeddedBackend(cluster), requests, routing_policy=request_routing_policy,
-                    log_interval_ns=interval_ns, on_heartbeat=on_hb, record_iterations=iteration_log is not None)
-    result = engine.run()
+    sim = prepare(o["cluster_config"], engine_args(o), o["dataset"], o["num_reqs"])
+    announce(sim, quiet)
+    interval_ns = 0 if quiet else int(round(o["log_interval"] * NS_PER_S))
+    on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None
+    result = run(sim, routing_policy=o["request_routing_policy"], log_interval_ns=interval_ns, on_heartbeat=on_hb,
+                 record_iterations=iteration_log is not None)
+    instances = sim.instances
     if not quiet:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances]))
     files = {}  # everything is rendered before anything is written
@@ -113,13 +131,22 @@ def _run(cluster_config, dataset, output, dtype, kv_cache_dtype, block_size, max
             files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
     if iteration_log:
         files[iteration_log] = metrics.iteration_csv(result.iteration_log)
-    try:
-        for path, text in files.items():
-            metrics.write_atomic(path, text)
-        if output and not result.unfinished and Path(f"{output}.unfinished.csv").exists():
-            Path(f"{output}.unfinished.csv").unlink()  # stale, from an earlier run
-    except OSError as e:
-        raise InputError(f"{e.filename}: cannot write output ({e.strerror})") from None
+    write_files(files)
+    if output and not result.unfinished and Path(f"{output}.unfinished.csv").exists():
+        Path(f"{output}.unfinished.csv").unlink()  # stale, from an earlier run
     if result.unfinished:
         click.echo(f"[WARNING] {len(result.unfinished)} request(s) did not finish; first: request "
                    f"{result.unfinished[0][0].id}: {result.unfinished[0][1]}", err=True)
+
+
+def write_files(files: dict) -> None:
+    try:
+        for path, data in files.items():
+            metrics.write_atomic(path, data)
+    except OSError as e:
+        raise InputError(f"{e.filename}: cannot write output ({e.strerror})") from None
+
+
+from .validate import validate  # noqa: E402  (registers the subcommand; imports cli's helpers)
+
+main.add_command(validate)

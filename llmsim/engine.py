@@ -70,10 +70,10 @@ class Engine:
         self._seq += 1
 
     def _capacity_reason(self, inst: Instance, req: Request) -> str | None:
-        if req.target_len > inst.model.max_position_embeddings:
-            return (f"prompt + output = {req.target_len} tokens exceeds max_position_embeddings "
-                    f"{inst.model.max_position_embeddings} of {inst.model.name}")
         s = inst.scheduler
+        if req.target_len > s.max_model_len:
+            return (f"prompt + output = {req.target_len} tokens exceeds the maximum model length "
+                    f"{s.max_model_len} of {inst.model.name}")
         if not s.chunked and req.target_len - 1 > s.token_budget:
             return (f"chunked prefill is off and it may need {req.target_len - 1} tokens in one step "
                     f"(prompt + output, recomputed after a preemption) but the token budget is {s.token_budget}")

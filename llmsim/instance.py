@@ -9,6 +9,7 @@ from .config.model import ModelSpec, load_model_spec
 from .errors import InputError
 from .graph.builder import InstanceLayout
 from .kv_cache import BlockPool
+from .capacity import DEFAULT_NON_TORCH_BYTES, activation_peak_bytes
 from .memory import MemoryPlan, plan_memory
 from .perf.architecture import load_architecture
 from .perf.profile import ProfileBundle, ProfileError
@@ -85,13 +86,19 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path)
     dtype = resolve_dtype(inst, args, model)
     fp = DTYPE_BYTES[dtype]
     kv_fp = 1 if args.kv_cache_dtype == "fp8" else fp
+    max_model_len = min(args.max_model_len or model.max_position_embeddings, model.max_position_embeddings)
+    reserved = None
+    if args.kv_capacity == "vllm":
+        reserved = lambda s: (activation_peak_bytes(model, inst.tp_size, fp, args.max_num_batched_tokens or max_model_len,
+                                                    args.max_num_seqs or 1024, s == inst.pp_size - 1)
+                              + DEFAULT_NON_TORCH_BYTES)
     memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, inst.npu_mem.size_bytes,
-                         args.npu_memory_utilization, args.block_size, inst.where)
+                         args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks)
     bundle, note = load_profile(data_root / "profiles", inst, dtype, args.kv_cache_dtype, model)
     arch = bundle.architecture
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
-    sched = Scheduler(inst.index, args, pool, inst.pp_size, model.max_position_embeddings)
+    sched = Scheduler(inst.index, args, pool, inst.pp_size, max_model_len)
     timer = ProfileTimer(bundle, arch)
     if timer.skipped:  # as the reference does: a layer the bundle never measured costs nothing
         missing = f"layers {', '.join(timer.skipped)} are not in the {bundle!r} profile and are not timed"

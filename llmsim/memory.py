@@ -55,19 +55,24 @@ def stage_memory(m: ModelSpec, tp: int, pp: int, fp: int, kv_fp: int) -> tuple[S
 
 
 def plan_memory(m: ModelSpec, tp: int, pp: int, fp: int, kv_fp: int, mem_size_bytes: int,
-                mem_util: float, block_size: int, where: str) -> MemoryPlan:
+                mem_util: float, block_size: int, where: str, reserved_bytes=None,
+                num_blocks_override: int = 0) -> MemoryPlan:
+    """Blocks per device: mem_size x util - the stage's weights - reserved_bytes(stage) (the vLLM
+    capacity model's activation peak and non-torch memory; nothing in the reference's model)."""
     stages = stage_memory(m, tp, pp, fp, kv_fp)
     capacity = int(mem_size_bytes * mem_util)
     # Every device allocates the same number of blocks (vLLM takes the minimum over workers).
     blocks = []
     for s, st in enumerate(stages):
-        free = capacity - st.weight_bytes
+        reserved = reserved_bytes(s) if reserved_bytes else 0
+        free = capacity - st.weight_bytes - reserved
         per_block = st.kv_bytes_per_token * block_size
         if free < per_block:
-            need = (st.weight_bytes + per_block) / GIB
+            need = (st.weight_bytes + reserved + per_block) / GIB
+            extra = f", activations and runtime ({reserved / GIB:.1f} GB)" if reserved else ""
             raise InputError(
                 f"{where}: {m.name} does not fit: pipeline stage {s} of {pp} (tp={tp}) needs "
-                f"{need:.1f} GB for weights and one KV block but {capacity / GIB:.1f} GB is available "
+                f"{need:.1f} GB for weights{extra} and one KV block but {capacity / GIB:.1f} GB is available "
                 f"({mem_size_bytes / GIB:.0f} GB x utilisation {mem_util}); raise pp_size/tp_size or use larger devices")
         blocks.append(free // per_block)
-    return MemoryPlan(stages, capacity, block_size, min(blocks))
+    return MemoryPlan(stages, capacity, block_size, num_blocks_override or min(blocks))

@@ -34,6 +34,7 @@ class Scheduler:
         self.instance = instance
         self.pool = pool
         self.pp_size = pp_size
+        self.max_model_len = max_model_len
         self.max_num_seqs = args.max_num_seqs or INF
         budget = args.max_num_batched_tokens or max_model_len
         self.token_budget = min(budget, max_model_len)

@@ -133,7 +133,7 @@ def _first_unfinished(tmp_path, big_prompt, *flags):
 
 
 def test_request_that_can_never_run_is_reported_not_lost(tmp_path):
-    assert "exceeds max_position_embeddings 131072" in _first_unfinished(tmp_path, 200000)
+    assert "exceeds the maximum model length 131072" in _first_unfinished(tmp_path, 200000)
 
 
 def test_unchunkable_prompt_is_reported_and_does_not_block_the_queue(tmp_path):

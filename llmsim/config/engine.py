@@ -17,6 +17,9 @@ class EngineArgs:
     reserve_full_isl: bool = True
     block_size: int = 16
     npu_memory_utilization: float = 0.9
+    max_model_len: int = 0  # 0: the model's max_position_embeddings
+    num_gpu_blocks: int = 0  # > 0 pins the KV block count (e.g. from a vLLM log)
+    kv_capacity: str = "reference"  # "reference": mem x util - weights; "vllm": also activations, runtime
 
     def with_overrides(self, overrides: dict) -> "EngineArgs":
         return replace(self, **overrides) if overrides else self

@@ -18,6 +18,9 @@ class ProfileTimer:
         self._attn = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "attention"]
         self.skipped = sorted(l for l in dict.fromkeys(layers) if l not in bundle.layers and arch.category.get(l) != "attention")
 
+    def describe(self) -> str:
+        return f"measured profile {self.bundle.hardware}/{self.bundle.variant}/tp{self.bundle.tp}"
+
     def durations(self, batch: Batch) -> dict[str, int]:
         b = self.bundle
         out = {l: b.dense_ns(l, max(1, batch.total_len)) for l in self._dense}

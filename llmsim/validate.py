@@ -1,0 +1,219 @@
+"""`llmsim validate`: simulate a recorded vLLM run and compare TTFT, TPOT and latency.
+
+The vLLM side is read from a run folder (`meta.json` engine settings, `requests.jsonl` per-request
+timestamps, `timeseries.csv` 1 s ticks). Definitions, both sides, in ms: TTFT = first token -
+queued (sim: - arrival); TPOT = (last - first) / (output - 1) for output > 1; latency = last -
+queued. Engine settings recorded in meta.json apply unless given on the command line.
+"""
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from .cli import ENGINE_KEYS, announce, engine_args, engine_options, user_errors, write_files
+from .errors import InputError
+from .simulate import prepare, run
+from .stats import STATS, diff_pct, summarize
+
+METRICS = ("TTFT", "TPOT", "latency")
+
+
+@dataclass
+class VllmRun:
+    root: Path
+    meta: dict
+    requests: list[dict]
+    timeseries: list[dict]
+
+
+def load_vllm_run(path: str | Path) -> VllmRun:
+    root = Path(path)
+    vdir = root / "vllm" if (root / "vllm" / "meta.json").is_file() else root
+    meta_path, req_path = vdir / "meta.json", vdir / "requests.jsonl"
+    for p in (meta_path, req_path):
+        if not p.is_file():
+            raise InputError(f"{p}: not found (a vLLM run folder holds meta.json and requests.jsonl)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{meta_path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    reqs = []
+    with open(req_path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                reqs.append({k: r[k] for k in ("output_toks", "queued_ts", "first_token_ts", "last_token_ts")})
+            except json.JSONDecodeError as e:
+                raise InputError(f"{req_path}: line {lineno}: invalid JSON ({e.msg})") from None
+            except KeyError as e:
+                raise InputError(f"{req_path}: line {lineno}: missing field {e}") from None
+    ts_path = vdir / "timeseries.csv"
+    ts = []
+    if ts_path.is_file():
+        with open(ts_path) as f:
+            ts = list(csv.DictReader(f))
+    return VllmRun(root, meta, reqs, ts)
+
+
+def settings_from_meta(meta: dict) -> dict:
+    """Engine settings that vLLM recorded, as llmsim option names."""
+    kw = meta.get("engine_kwargs", {})
+    rc = meta.get("resolved_config", {})
+    sched, cache = rc.get("scheduler_config", {}), rc.get("cache_config", {})
+    kv = meta.get("kv_cache", {})
+    out = {
+        "max_num_seqs": sched.get("max_num_seqs", kw.get("max_num_seqs")),
+        "max_num_batched_tokens": sched.get("max_num_batched_tokens", kw.get("max_num_batched_tokens")),
+        "max_model_len": kw.get("max_model_len", rc.get("model_config", {}).get("max_model_len")),
+        "block_size": cache.get("block_size", kv.get("block_size")),
+        "enable_prefix_caching": cache.get("enable_prefix_caching", kv.get("enable_prefix_caching")),
+        "enable_chunked_prefill": sched.get("enable_chunked_prefill"),
+        "long_prefill_token_threshold": sched.get("long_prefill_token_threshold"),
+        "reserve_full_isl": sched.get("scheduler_reserve_full_isl"),
+        "npu_memory_utilization": cache.get("gpu_memory_utilization", kv.get("gpu_memory_utilization")),
+        "num_gpu_blocks": kv.get("num_gpu_blocks"),
+        "dtype": {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}.get(
+            str(kw.get("dtype", "")).replace("torch.", "")),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def vllm_metrics(run_: VllmRun) -> dict[str, list[float]]:
+    ttft, tpot, lat = [], [], []
+    for r in run_.requests:
+        ttft.append((r["first_token_ts"] - r["queued_ts"]) * 1e3)
+        lat.append((r["last_token_ts"] - r["queued_ts"]) * 1e3)
+        if r["output_toks"] > 1:
+            tpot.append((r["last_token_ts"] - r["first_token_ts"]) / (r["output_toks"] - 1) * 1e3)
+    return {"TTFT": ttft, "TPOT": tpot, "latency": lat}
+
+
+def sim_metrics(result) -> dict[str, list[float]]:
+    reqs = [r for done in result.finished for r in done]
+    return {"TTFT": [(r.first_token_ns - r.arrival_ns) / 1e6 for r in reqs],
+            "TPOT": [(r.end_ns - r.first_token_ns) / (r.output_len - 1) / 1e6 for r in reqs if r.output_len > 1],
+            "latency": [(r.end_ns - r.arrival_ns) / 1e6 for r in reqs]}
+
+
+def comparison(vllm: dict, sim: dict) -> list[tuple]:
+    rows = []
+    for m in METRICS:
+        a, b = summarize(vllm[m]), summarize(sim[m])
+        rows += [(m, s, a[s], b[s], diff_pct(b[s], a[s])) for s in STATS]
+    return rows
+
+
+def table_text(rows) -> str:
+    lines = [f"{'metric':<8} {'stat':<7} {'vLLM ms':>12} {'llmsim ms':>12} {'diff %':>8}"]
+    for m, s, a, b, d in rows:
+        lines.append(f"{m:<8} {s:<7} {a:>12.1f} {b:>12.1f} {d:>+8.2f}")
+    return "\n".join(lines)
+
+
+def table_csv(rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["metric", "stat", "vllm_ms", "llmsim_ms", "diff_pct"])
+    for m, s, a, b, d in rows:
+        w.writerow([m, s, f"{a:.3f}", f"{b:.3f}", f"{d:.3f}"])
+    return buf.getvalue()
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})  # no version stamp: reproducible bytes
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plots(vllm: dict, sim: dict, vllm_ts: list[dict], heartbeats, interval_s: float) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, m in zip(axes, METRICS):
+        for label, vals in (("vLLM", vllm[m]), ("llmsim", sim[m])):
+            xs = sorted(vals)
+            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=label)
+        ax.set_xlabel(f"{m} (ms)")
+        ax.set_ylabel("fraction of requests")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    out["latency_cdf.png"] = _png(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for ax, (key, attr, title) in zip(axes, (("prompt_throughput", "prompt_tokens", "prompt tokens/s"),
+                                             ("gen_throughput", "gen_tokens", "generated tokens/s"))):
+        ax.plot([float(r["t"]) for r in vllm_ts], [float(r[key]) for r in vllm_ts], label="vLLM")
+        ax.plot([hb.t_ns / 1e9 for hb in heartbeats], [getattr(hb, attr) / interval_s for hb in heartbeats],
+                label="llmsim")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    out["throughput.png"] = _png(fig)
+    return out
+
+
+@click.command()
+@click.option("--vllm-run", required=True, help="Folder of a recorded vLLM run (meta.json, requests.jsonl).")
+@engine_options
+@click.option("--kv-blocks", type=click.Choice(["run", "model"]), default="run", show_default=True,
+              help="KV blocks: vLLM's logged num_gpu_blocks from meta.json, or llmsim's vLLM capacity model.")
+@click.option("--out", "out_dir", default=None, help="Folder for table.csv and the plots (default outputs/validate/<run>).")
+@click.pass_context
+@user_errors
+def validate(ctx, vllm_run, kv_blocks, out_dir, **opts):
+    """Simulate a recorded vLLM run and compare TTFT, TPOT and latency with it."""
+    vr = load_vllm_run(vllm_run)
+    applied = []
+    for key, value in settings_from_meta(vr.meta).items():
+        if ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE:
+            continue
+        if key == "num_gpu_blocks" and kv_blocks == "model":
+            continue
+        opts[key] = value
+        applied.append(f"{key}={value}")
+    if kv_blocks == "model" and ctx.get_parameter_source("kv_capacity") is not ParameterSource.COMMANDLINE:
+        opts["kv_capacity"] = "vllm"
+    if ctx.get_parameter_source("cluster_config") is not ParameterSource.COMMANDLINE:
+        cfg = vr.root / "cluster.json"
+        if not cfg.is_file():
+            raise InputError(f"{vr.root}: no cluster.json beside the run; pass --cluster-config")
+        opts["cluster_config"] = str(cfg)
+    if not opts["dataset"]:
+        ds = vr.meta.get("dataset_path")
+        if not ds or not Path(ds).is_file():
+            raise InputError(f"{vr.root}: meta.json dataset_path {ds!r} not found; pass --dataset")
+        opts["dataset"] = ds
+    want = vr.meta.get("dataset_hash")
+    if want and hashlib.sha256(Path(opts["dataset"]).read_bytes()).hexdigest() != want:
+        click.echo(f"[WARNING] {opts['dataset']}: sha256 differs from the run's dataset_hash", err=True)
+    click.echo(f"[INFO] settings from {vr.root}: {', '.join(applied) or 'none'}")
+    sim = prepare(opts["cluster_config"], engine_args(opts), opts["dataset"], opts["num_reqs"])
+    announce(sim, quiet=False)
+    interval_s = float(vr.meta.get("tick_seconds", 1.0))
+    result = run(sim, routing_policy=opts["request_routing_policy"], log_interval_ns=int(interval_s * 1e9))
+    if result.unfinished:
+        click.echo(f"[WARNING] {len(result.unfinished)} request(s) did not finish in the simulation", err=True)
+    v, s = vllm_metrics(vr), sim_metrics(result)
+    rows = comparison(v, s)
+    click.echo(table_text(rows))
+    out = Path(out_dir or Path("outputs") / "validate" / vr.root.resolve().name)
+    files = {out / "table.csv": table_csv(rows)}
+    files.update({out / name: data for name, data in plots(v, s, vr.timeseries, result.heartbeats, interval_s).items()})
+    write_files(files)
+    click.echo(f"[INFO] wrote {', '.join(str(p) for p in files)}")
