@@ -86,82 +86,76 @@ class Engine:
         durations = inst.timer.durations(batch)
         return build_graph(inst.layout, batch, durations)
 
-    def run(self) -> SimResult:
-        reqs = self.requests
-        n_arr, a = len(reqs), 0
-        finished = [[] for _ in self.instances]
-        unfinished: list[tuple[Request, str]] = []
-        batches: dict[tuple[int, int], Batch] = {}
-        prompt_total = gen_total = iterations = 0
+    # -- steps shared by every driving loop (this one and the ASTRA-Sim bridge's) ------------------
+    def _reset(self) -> None:
+        self._a = 0  # next request of self.requests to arrive
+        self.finished: list[list[Request]] = [[] for _ in self.instances]
+        self.unfinished: list[tuple[Request, str]] = []
+        self.batches: dict[tuple[int, int], Batch] = {}
+        self.prompt_total = self.gen_total = self.iterations = 0
         self._hb_prompt = self._hb_gen = self._last_batch_reqs = 0
         self._next_log = self.log_interval_ns if self.log_interval_ns > 0 else None
         self._heartbeats: list[Heartbeat] = []
-        iter_log: list[IterationRecord] = []
-        now = 0
-        while True:
-            t_heap = self._heap[0][0] if self._heap else None
-            t_arr = reqs[a].arrival_ns if a < n_arr else None
-            if t_heap is None and t_arr is None:
-                break
-            now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
-            self._heartbeats_before(now)
-            touched = set()
-            arrived = []
-            while self._heap and self._heap[0][0] == now:
-                _, kind, _, payload = heapq.heappop(self._heap)
-                if kind == _BATCH_DONE:
-                    inst = self.instances[payload[0]]
-                    batch = batches.pop(payload)
-                    done = inst.scheduler.complete(batch, now)
-                    prompt_total += done.prompt_tokens
-                    gen_total += done.gen_tokens
-                    self._hb_prompt += done.prompt_tokens
-                    self._hb_gen += done.gen_tokens
-                    finished[inst.index].extend(done.finished)
-                    touched.add(inst.index)
-                    for req in done.finished:
-                        nxt = req.next_in_session
-                        if nxt is not None:  # the session's next call, after the tool runs
-                            nxt.arrival_ns = now + req.tool_duration_ns
-                            self._push(nxt.arrival_ns, _ARRIVAL, nxt)
-                elif kind == _STAGE0_FREE:
-                    self._stage0_busy[payload] = False
-                    touched.add(payload)
-                else:
-                    arrived.append(payload)
-            while a < n_arr and reqs[a].arrival_ns == now:
-                arrived.append(reqs[a])
-                a += 1
-            arrived.sort(key=lambda r: r.id)
-            for req in arrived:
-                i = self.router.pick()
-                reason = self._capacity_reason(self.instances[i], req)
-                if reason:
-                    req.instance = i
-                    unfinished.append((req, reason))
-                    continue
-                self.instances[i].scheduler.add_request(req)
-                touched.add(i)
-            for i in sorted(touched):
-                inst = self.instances[i]
-                if self._stage0_busy[i]:
-                    continue
-                batch = inst.scheduler.schedule(now)
-                if batch is None:
-                    continue
-                self._last_batch_reqs = batch.num_reqs
-                iterations += 1
-                graph = self._graph(inst, batch)
-                if self.on_graph:
-                    self.on_graph(graph)
-                events: list[StageEvent] = self.backend.submit(graph, now)
-                batches[(i, batch.id)] = batch
-                self._stage0_busy[i] = True
-                self._push(events[0].end_ns, _STAGE0_FREE, i)
-                self._push(events[-1].end_ns, _BATCH_DONE, (i, batch.id))
-                if self.record_iterations:
-                    iter_log += [IterationRecord(batch.id, i, e.stage, e.npu, e.start_ns, e.end_ns, batch.num_reqs,
-                                                 batch.prefill_tokens, batch.decode_tokens) for e in events]
+        self.iter_log: list[IterationRecord] = []
+
+    def next_arrival_ns(self) -> int | None:
+        return self.requests[self._a].arrival_ns if self._a < len(self.requests) else None
+
+    def complete_batch(self, i: int, batch_id: int, now: int) -> None:
+        """The batch's last stage finished: stamp its tokens; release finished sessions' next calls."""
+        done = self.instances[i].scheduler.complete(self.batches.pop((i, batch_id)), now)
+        self.prompt_total += done.prompt_tokens
+        self.gen_total += done.gen_tokens
+        self._hb_prompt += done.prompt_tokens
+        self._hb_gen += done.gen_tokens
+        self.finished[i].extend(done.finished)
+        for req in done.finished:
+            nxt = req.next_in_session
+            if nxt is not None:  # the session's next call, after the tool runs
+                nxt.arrival_ns = now + req.tool_duration_ns
+                self._push(nxt.arrival_ns, _ARRIVAL, nxt)
+
+    def deliver_arrivals(self, arrived: list[Request], now: int) -> set[int]:
+        """Route every request arriving at or before now (released session calls included)."""
+        reqs = self.requests
+        while self._a < len(reqs) and reqs[self._a].arrival_ns <= now:
+            arrived.append(reqs[self._a])
+            self._a += 1
+        arrived.sort(key=lambda r: (r.arrival_ns, r.id))
+        touched = set()
+        for req in arrived:
+            i = self.router.pick()
+            reason = self._capacity_reason(self.instances[i], req)
+            if reason:
+                req.instance = i
+                self.unfinished.append((req, reason))
+                continue
+            self.instances[i].scheduler.add_request(req)
+            touched.add(i)
+        return touched
+
+    def form_batch(self, i: int, now: int):
+        """Ask instance i's scheduler for a batch; returns (batch, graph) or None."""
+        inst = self.instances[i]
+        batch = inst.scheduler.schedule(now)
+        if batch is None:
+            return None
+        self._last_batch_reqs = batch.num_reqs
+        self.iterations += 1
+        graph = self._graph(inst, batch)
+        if self.on_graph:
+            self.on_graph(graph)
+        self.batches[(i, batch.id)] = batch
+        return batch, graph
+
+    def record(self, batch: Batch, events) -> None:
+        if self.record_iterations:
+            self.iter_log += [IterationRecord(batch.id, batch.instance, e.stage, e.npu, e.start_ns, e.end_ns,
+                                              batch.num_reqs, batch.prefill_tokens, batch.decode_tokens)
+                              for e in events]
+
+    def result(self, now: int) -> SimResult:
+        unfinished = self.unfinished
         for inst in self.instances:
             s = inst.scheduler
             for req in list(s.running) + list(s.waiting):
@@ -173,7 +167,46 @@ class Engine:
                 nxt = nxt.next_in_session
         self._heartbeats_before(now + 1)  # the interval that ends exactly at the last event too
         unfinished.sort(key=lambda x: x[0].id)
-        return SimResult(finished, unfinished, now, prompt_total, gen_total, iterations, self._heartbeats, iter_log)
+        return SimResult(self.finished, unfinished, now, self.prompt_total, self.gen_total, self.iterations,
+                         self._heartbeats, self.iter_log)
+
+    # -- the embedded backend's loop: it returns stage times when a graph is submitted -------------
+    def run(self) -> SimResult:
+        self._reset()
+        now = 0
+        while True:
+            t_heap = self._heap[0][0] if self._heap else None
+            t_arr = self.next_arrival_ns()
+            if t_heap is None and t_arr is None:
+                break
+            now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
+            self._heartbeats_before(now)
+            touched = set()
+            arrived = []
+            while self._heap and self._heap[0][0] == now:
+                _, kind, _, payload = heapq.heappop(self._heap)
+                if kind == _BATCH_DONE:
+                    self.complete_batch(payload[0], payload[1], now)
+                    touched.add(payload[0])
+                elif kind == _STAGE0_FREE:
+                    self._stage0_busy[payload] = False
+                    touched.add(payload)
+                else:
+                    arrived.append(payload)
+            touched |= self.deliver_arrivals(arrived, now)
+            for i in sorted(touched):
+                if self._stage0_busy[i]:
+                    continue
+                formed = self.form_batch(i, now)
+                if formed is None:
+                    continue
+                batch, graph = formed
+                events: list[StageEvent] = self.backend.submit(graph, now)
+                self._stage0_busy[i] = True
+                self._push(events[0].end_ns, _STAGE0_FREE, i)
+                self._push(events[-1].end_ns, _BATCH_DONE, (i, batch.id))
+                self.record(batch, events)
+        return self.result(now)
 
     def _heartbeats_before(self, t_ns: int) -> None:
         """Emit the heartbeat of every log interval that ends before t_ns (window (end-interval, end])."""
