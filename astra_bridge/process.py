@@ -1,0 +1,127 @@
+"""A persistent ASTRA-Sim (LLMServingSim fork) process: its stdin/stdout protocol and its hygiene.
+
+stdout is read continuously on a thread (the fork prints hundreds of thousands of progress lines),
+stderr is drained on another, a report that does not come within the timeout is an error naming
+what was running, and the whole process group is ended on every exit path.
+"""
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from llmsim.errors import InputError
+
+_REPORT = re.compile(r"sys\[(\d+)\] iteration (\d+) finished, (\d+) cycles")
+_EOF = object()
+
+
+class BackendError(InputError):
+    """ASTRA-Sim misbehaved (exited, hung, broke the protocol): one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Report:
+    npu: int
+    iteration: int  # the NPU's finished-workload counter (0 is the start-up event)
+    tick_ns: int  # absolute simulated time
+
+
+class AstraProcess:
+    def __init__(self, cmd: list[str], cwd: str, timeout_s: float = 60.0):
+        self.cmd = cmd
+        self.timeout_s = timeout_s
+        self._reports: queue.Queue = queue.Queue()
+        self.tail = deque(maxlen=20)  # last stdout lines that were not progress noise
+        self.err_tail = deque(maxlen=20)
+        try:
+            self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+        except OSError as e:
+            raise BackendError(f"{cmd[0]}: cannot start ASTRA-Sim ({e.strerror})") from None
+        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _read_stdout(self) -> None:
+        pending = None
+        for line in self.proc.stdout:
+            if line.startswith("Checking "):
+                continue
+            m = _REPORT.search(line)
+            if m:
+                pending = Report(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            elif line.rstrip().endswith("Waiting"):
+                self._reports.put(pending if pending else ValueError("'Waiting' without a finished report"))
+                pending = None
+            else:
+                self.tail.append(line.rstrip())
+        self._reports.put(_EOF)
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.err_tail.append(line.rstrip())
+
+    def _last_words(self) -> str:
+        said = [l for l in list(self.err_tail) + list(self.tail) if l.strip()]
+        return f"; last output: {said[-1][:200]!r}" if said else ""
+
+    def next_report(self, waiting_for: str) -> Report:
+        try:
+            item = self._reports.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise BackendError(f"ASTRA-Sim reported nothing for {self.timeout_s:g} s while {waiting_for} "
+                               f"(a hung trace?){self._last_words()}") from None
+        if item is _EOF:
+            code = self.proc.wait()
+            raise BackendError(f"ASTRA-Sim exited (code {code}) while {waiting_for}{self._last_words()}")
+        if isinstance(item, Exception):
+            raise BackendError(f"ASTRA-Sim broke the protocol: {item}{self._last_words()}")
+        return item
+
+    def answer(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            code = self.proc.wait()
+            raise BackendError(f"ASTRA-Sim exited (code {code}) before it read {line!r}{self._last_words()}") from None
+
+    def finish(self) -> str:
+        """Send `exit` and return ASTRA-Sim's verdict line about unfinished work."""
+        try:
+            self.answer("exit")
+            self.proc.wait(timeout=self.timeout_s)
+        except (BackendError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            self.close()
+        for line in self.tail:
+            if "Some Requests Remain" in line or "All Request Has Been Exited" in line:
+                return line.strip()
+        return ""
+
+    def close(self) -> None:
+        """End the whole process group (the binary and anything it started); never leave an orphan."""
+        if self.proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        for t in self._threads:
+            t.join(timeout=2)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass

@@ -1,0 +1,76 @@
+"""IterationGraph -> Chakra execution traces, one `<prefix>.<npu>.et` per NPU of the instance.
+
+Each NPU's nodes form one chain (every node depends on the previous one), as in the reference:
+stage 0 starts with the input MEM_LOAD, later stages with a RECV from the previous stage; each
+stage holds only its own layers; TP all-reduces carry the full tensor; non-final stages end with
+the matching SEND (same tag, src, dst, size), the last stage with the output MEM_STORE.
+The fork flavour keeps one COMP node per layer (durations in ns). Upstream reads whole
+microseconds, so rounding ~300 layer nodes would drift by up to ~1 % per iteration: each run of
+consecutive compute nodes is fused into one node and rounded once.
+"""
+from pathlib import Path
+
+from llmsim.graph.iteration import IterationGraph, OpKind
+
+from .chakra.codec import (CollectiveCommType, coll_node, comp_node, global_metadata, mem_node, recv_node,
+                           send_node, write_et)
+
+
+def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_dim: bool,
+              first_id: int = 0) -> list:
+    prog = graph.stages[stage]
+    me = graph.npu(stage, rank)
+    nodes, fused, fused_names = [], 0, []
+
+    def add(make, *args, **kw):
+        deps = [nodes[-1].id] if nodes else []
+        nodes.append(make(flavor, first_id + len(nodes), *args, data_deps=deps, **kw))
+
+    def flush():
+        nonlocal fused, fused_names
+        if fused:
+            name = fused_names[0] if len(fused_names) == 1 else f"{fused_names[0]}..{fused_names[-1]}({len(fused_names)})"
+            add(comp_node, name, fused)
+        fused, fused_names = 0, []
+
+    for row, op in enumerate(prog.ops()):
+        if op.kind is OpKind.COMPUTE:
+            name = f"{op.name}_{row}"  # row index within the stage, as the reference names rows
+            if flavor == "upstream":
+                fused += op.duration_ns
+                fused_names.append(name)
+            else:
+                add(comp_node, name, op.duration_ns)
+            continue
+        flush()
+        if op.kind is OpKind.ALLREDUCE:
+            dims = [True, False] if multi_dim else None  # TP collectives span dimension 0 only
+            add(coll_node, op.name, CollectiveCommType.ALL_REDUCE, op.size_bytes, involved_dim=dims)
+        elif op.kind is OpKind.SEND:
+            add(send_node, op.name, me, graph.npu(op.peer_stage, rank), op.size_bytes, graph.batch_id)
+        elif op.kind is OpKind.RECV:
+            add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, graph.batch_id)
+        elif op.kind in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
+            add(mem_node, op.name, op.kind is OpKind.MEM_STORE, op.size_bytes)
+    flush()
+    return nodes
+
+
+def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool) -> Path:
+    """Write `<prefix>.<npu>.et` for every NPU of the graph's instance; returns the prefix."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file=f"instance{graph.instance}_batch{graph.batch_id}")
+    for stage in range(graph.pp_size):
+        for rank in range(graph.tp_size):
+            npu = graph.npu(stage, rank)
+            write_et(f"{prefix}.{npu}.et", meta, npu_nodes(graph, stage, rank, flavor, multi_dim))
+    return prefix
+
+
+def write_wait(npus, prefix: Path, flavor: str, duration_ns: int) -> Path:
+    """A workload that only lets time pass (start-up, or an idle pipeline waiting for an arrival)."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file="wait")
+    for npu in npus:
+        write_et(f"{prefix}.{npu}.et", meta, [comp_node(flavor, 0, f"wait_{duration_ns}ns", max(1, duration_ns))])
+    return prefix
