@@ -100,7 +100,19 @@ def announce(sim, quiet: bool) -> None:
 @click.option("--log-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds of simulated time between [INFO] lines; 0 = none.")
 @click.option("--iteration-log", default=None, help="CSV with one row per batch and pipeline stage.")
-@click.option("--backend", type=click.Choice(["embedded"]), default="embedded", show_default=True)
+@click.option("--backend", type=click.Choice(["embedded", "astra-sim"]), default="embedded", show_default=True,
+              help="embedded: in process (ASTRA-Sim's analytical semantics); astra-sim: your ASTRA-Sim build.")
+@click.option("--astra-sim-bin", default=None, help="ASTRA-Sim binary (else $LLMSIM_ASTRA_SIM, else third_party/).")
+@click.option("--astra-sim-flavor", type=click.Choice(["llmservingsim", "upstream"]), default="llmservingsim",
+              show_default=True, help="The LLMServingSim fork (persistent process) or upstream ASTRA-Sim.")
+@click.option("--astra-sim-workdir", default=None, help="Run folder for ASTRA-Sim inputs, traces and logs "
+              "(default: a temporary folder, removed unless --keep-traces).")
+@click.option("--keep-traces", is_flag=True, help="Keep the ASTRA-Sim run folder (a temporary one is printed).")
+@click.option("--astra-sim-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              help="Seconds ASTRA-Sim may take to report the next event before the run is abandoned.")
+@click.option("--dump-traces", default=None, help="Write every iteration's per-NPU Chakra .et files here.")
+@click.option("--trace-flavor", type=click.Choice(["llmservingsim", "upstream"]), default="llmservingsim",
+              show_default=True, help="Node numbering and duration unit of --dump-traces.")
 @click.option("--quiet", is_flag=True, help="No [INFO] lines and no summary.")
 @click.pass_context
 @user_errors
@@ -119,8 +131,15 @@ def _simulate(o: dict) -> None:
     announce(sim, quiet)
     interval_ns = 0 if quiet else int(round(o["log_interval"] * NS_PER_S))
     on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None
+    on_graph = factory = None
+    if o["dump_traces"]:
+        from astra_bridge.runner import trace_dumper  # the bridge is an optional edge: imported on use
+
+        on_graph = trace_dumper(sim.cluster, o["dump_traces"], o["trace_flavor"])
+    if o["backend"] == "astra-sim":
+        factory = _astra_factory(o)
     result = run(sim, routing_policy=o["request_routing_policy"], log_interval_ns=interval_ns, on_heartbeat=on_hb,
-                 record_iterations=iteration_log is not None)
+                 record_iterations=iteration_log is not None, on_graph=on_graph, engine_factory=factory)
     instances = sim.instances
     if not quiet:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances]))
@@ -139,6 +158,19 @@ def _simulate(o: dict) -> None:
                    f"{result.unfinished[0][0].id}: {result.unfinished[0][1]}", err=True)
 
 
+def _astra_factory(o: dict):
+    from astra_bridge.runner import astra_engine
+
+    workdir = o["astra_sim_workdir"]
+    if o["keep_traces"] and not workdir:
+        import tempfile
+
+        workdir = tempfile.mkdtemp(prefix="llmsim-astra-")
+        click.echo(f"[INFO] ASTRA-Sim run folder kept at {workdir}", err=True)
+    return lambda sim, **kw: astra_engine(sim, flavor=o["astra_sim_flavor"], binary=o["astra_sim_bin"],
+                                          workdir=workdir, timeout_s=o["astra_sim_timeout"], **kw)
+
+
 def write_files(files: dict) -> None:
     try:
         for path, data in files.items():
@@ -150,3 +182,21 @@ def write_files(files: dict) -> None:
 from .validate import validate  # noqa: E402  (registers the subcommand; imports cli's helpers)
 
 main.add_command(validate)
+
+
+def _bridge_command(name):
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                          "help_option_names": []}, add_help_option=False)
+    @click.pass_context
+    def cmd(ctx):
+        from astra_bridge import commands
+
+        target = getattr(commands, name)
+        target.main(args=ctx.args, prog_name=f"llmsim {name}", standalone_mode=True)
+    cmd.help = {"doctor": "Report which ASTRA-Sim builds llmsim finds and their flavour.",
+                "trace": "Chakra execution traces: `llmsim trace dump FILE.et`."}[name]
+    return cmd
+
+
+for _name in ("doctor", "trace"):
+    main.add_command(_bridge_command(_name))

@@ -33,7 +33,14 @@ def prepare(cluster_config: str, args: EngineArgs, dataset: str | None, num_reqs
 
 
 def run(sim: Simulation, *, routing_policy: str = "LOAD", log_interval_ns: int = 0, on_heartbeat=None,
-        record_iterations: bool = False) -> SimResult:
-    engine = Engine(sim.instances, EmbeddedBackend(sim.cluster), sim.requests, routing_policy=routing_policy,
-                    log_interval_ns=log_interval_ns, on_heartbeat=on_heartbeat, record_iterations=record_iterations)
-    return engine.run()
+        record_iterations: bool = False, on_graph=None, engine_factory=None) -> SimResult:
+    """engine_factory(sim, **engine_kw) -> (engine, cleanup) swaps in another backend (the ASTRA-Sim bridge)."""
+    kw = dict(routing_policy=routing_policy, log_interval_ns=log_interval_ns, on_heartbeat=on_heartbeat,
+              record_iterations=record_iterations, on_graph=on_graph)
+    if engine_factory is None:
+        return Engine(sim.instances, EmbeddedBackend(sim.cluster), sim.requests, **kw).run()
+    engine, cleanup = engine_factory(sim, **kw)
+    try:
+        return engine.run()
+    finally:
+        cleanup()

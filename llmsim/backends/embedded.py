@@ -58,16 +58,18 @@ class EmbeddedBackend:
                 + prog.n_blocks * sum(f(o, tp, host, local_bw) for o in prog.block_ops)
                 + sum(f(o, tp, host, local_bw) for o in prog.tail_ops))
 
+    def stage_busy(self, graph: IterationGraph) -> list[int]:
+        host, local_bw = self._host[graph.instance], self._local_bw[graph.instance]
+        return [self.stage_busy_ns(prog, graph.tp_size, host, local_bw) for prog in graph.stages]
+
     def submit(self, graph: IterationGraph, t_ns: int) -> list[StageEvent]:
+        """Place the graph's stages on their NPUs' timelines (pipeline overlap composed here)."""
         free = self._free[graph.instance]
-        host = self._host[graph.instance]
-        local_bw = self._local_bw[graph.instance]
         events = []
         ready = t_ns  # when this stage's input is available
-        for prog in graph.stages:
-            start = max(free[prog.stage], t_ns)
-            begin = max(start, ready)
-            end = begin + self.stage_busy_ns(prog, graph.tp_size, host, local_bw)
+        for prog, busy in zip(graph.stages, self.stage_busy(graph)):
+            begin = max(free[prog.stage], t_ns, ready)
+            end = begin + busy
             free[prog.stage] = end
             ready = end  # SEND is the stage's last op: the next stage's RECV completes with it
             events.append(StageEvent(graph.instance, prog.stage, graph.npu(prog.stage), graph.batch_id, begin, end))

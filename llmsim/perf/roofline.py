@@ -30,7 +30,11 @@ CATEGORY = {
     "attention": "attention",
     "lm_head": "lm_head", "sampler": "sampler",
 }
-CATEGORIES = ("gemm", "attention", "norm", "elementwise", "embedding", "lm_head", "sampler")
+# attention is fitted as two parts (a prefill chunk and decode steps behave very differently)
+CATEGORIES = ("gemm", "attention_prefill", "attention_decode", "norm", "elementwise", "embedding",
+              "lm_head", "sampler")
+MEMORY_BOUND = frozenset({"norm", "elementwise", "embedding", "sampler"})  # eff_compute fixed at 1
+Q_TILE = 128  # FlashAttention query block: a prefill chunk pays for whole tiles of queries
 FIT_FILE = "roofline_fit.json"
 
 
@@ -39,38 +43,66 @@ class Efficiency:
     eff_compute: float  # achieved fraction of peak FLOP/s
     eff_memory: float  # achieved fraction of memory bandwidth
     overhead_ns: float  # fixed cost per op (eager-mode launch, small-kernel tail)
+    per_seq_ns: float = 0.0  # attention_decode: fixed cost per decode request
+    span_ns: float = 0.0  # attention_prefill: ns per key of the longest context (one tile's serial walk)
 
 
 @dataclass(frozen=True)
 class AttnShape:
-    """Attention work of a batch: sum over query tokens of the context each attends to, and the
-    KV tokens read from the cache (each request's whole context, once)."""
-    query_tokens: int
-    ctx_sum: int
-    kv_tokens: int
+    """Attention work of a batch. *_ctx: sum over query tokens of the context each attends to
+    (causal inside a prefill chunk); prefill_kv: KV tokens the prefill rows read (each request's
+    context once); tiled_ctx: the same sum over all rows with each request's queries rounded up
+    to whole Q_TILE tiles (the varlen kernel pads them); max_ctx: longest request context."""
+    prefill_tokens: int = 0
+    prefill_ctx: int = 0
+    prefill_kv: int = 0
+    n_decode: int = 0
+    decode_ctx: int = 0  # = decode KV tokens: one query per request sees its whole context
+    tiled_ctx: int = 0
+    max_ctx: int = 0
 
     @classmethod
     def of(cls, prefills, decode_histories) -> "AttnShape":
         """prefills: (chunk, history) pairs; decode_histories: tokens before each decode step."""
-        q = ctx = kv = 0
+        q = ctx = kv = tiled = top = 0
         for c, k in prefills:
-            # causal: query i of the chunk sees k + i + 1 tokens
-            q, ctx, kv = q + c, ctx + c * k + c * (c + 1) // 2, kv + k + c
-        n, s = len(decode_histories), sum(decode_histories)
-        return cls(q + n, ctx + s + n, kv + s + n)
+            q, ctx, kv, top = q + c, ctx + c * k + c * (c + 1) // 2, kv + k + c, max(top, k + c)  # query i sees k+i+1
+            full, rest = divmod(c, Q_TILE)  # full tile j (0-based) sees k + (j + 1) * Q_TILE keys
+            tiled += Q_TILE * (full * k + Q_TILE * full * (full + 1) // 2) + (Q_TILE * (k + c) if rest else 0)
+        n, dctx = len(decode_histories), sum(decode_histories) + len(decode_histories)
+        if n:
+            top = max(top, max(decode_histories) + 1)
+        return cls(q, ctx, kv, n, dctx, tiled + Q_TILE * dctx, top)
 
+    @property
+    def query_tokens(self) -> int:
+        return self.prefill_tokens + self.n_decode
 
 def _gemm(tokens: int, k: int, n: int, fp: int) -> tuple[float, float]:
     # weights read once, input read, output written (all in the model dtype)
     return 2.0 * tokens * k * n, float(fp * (k * n + tokens * k + tokens * n))
 
 
+def _attn_io(m: ModelSpec, q: int, kv: int, tp: int, fp: int, kv_fp: int) -> tuple[int, int, int]:
+    hq, hkv = m.num_heads // tp, max(1, m.num_kv_heads // tp)
+    # KV read from the cache + the new K/V written into it; Q read and O written
+    return hq, hkv, 2 * hkv * m.head_dim * kv_fp * (kv + q) + 2 * hq * m.head_dim * fp * q
+
+
 def attention_cost(m: ModelSpec, a: AttnShape, tp: int, fp: int, kv_fp: int) -> tuple[float, float]:
-    hq, hkv, d = m.num_heads // tp, max(1, m.num_kv_heads // tp), m.head_dim
-    flops = 4.0 * hq * d * a.ctx_sum  # QK^T and PV, 2 FLOPs per multiply-add each
-    kv_io = 2 * hkv * d * kv_fp * (a.kv_tokens + a.query_tokens)  # cache read + new K/V written
-    qo_io = 2 * hq * d * fp * a.query_tokens  # Q read, O written
-    return flops, float(kv_io + qo_io)
+    """Exact FLOPs (QK^T and PV, 2 per multiply-add each) and bytes of the whole attention op."""
+    hq, _, by = _attn_io(m, a.query_tokens, a.prefill_kv + a.decode_ctx, tp, fp, kv_fp)
+    return 4.0 * hq * m.head_dim * (a.prefill_ctx + a.decode_ctx), float(by)
+
+
+def attention_exec(m: ModelSpec, a: AttnShape, tp: int, fp: int, kv_fp: int) -> tuple[float, float]:
+    """(FLOPs, bytes) as executed. A batch with a prefill runs every row through the varlen
+    kernel, which pads each request to whole query tiles (decode rows too); a decode-only batch
+    runs the split-KV decode kernel, which does the exact work."""
+    fl, by = attention_cost(m, a, tp, fp, kv_fp)
+    if a.prefill_tokens:
+        fl = 4.0 * (m.num_heads // tp) * m.head_dim * a.tiled_ctx
+    return fl, by
 
 
 def op_cost(m: ModelSpec, layer: str, tokens: int, seqs: int, attn: AttnShape | None,
@@ -106,12 +138,23 @@ def op_cost(m: ModelSpec, layer: str, tokens: int, seqs: int, attn: AttnShape | 
     if layer == "embedding":
         return 0.0, float(fp * 2 * tokens * h + 4 * tokens)  # row gather: ids, rows, output
     if layer == "attention":
-        return attention_cost(m, attn or AttnShape(0, 0, 0), tp, fp, kv_fp or fp)
+        return attention_cost(m, attn or AttnShape(), tp, fp, kv_fp or fp)
     raise KeyError(layer)
 
 
 def op_time_ns(flops: float, nbytes: float, peak: float, bw: float, e: Efficiency) -> float:
     return max(flops / (peak * e.eff_compute), nbytes / (bw * e.eff_memory)) * 1e9 + e.overhead_ns
+
+
+def attention_time_ns(m: ModelSpec, a: AttnShape, tp: int, fp: int, kv_fp: int, peak: float, bw: float,
+                      ep: Efficiency, ed: Efficiency) -> float:
+    """Prefill/mixed batches: roofline, but never faster than one tile walking the longest
+    context (a lone long request leaves most SMs idle). Decode-only batches: roofline plus a
+    per-request cost."""
+    fl, by = attention_exec(m, a, tp, fp, kv_fp)
+    if a.prefill_tokens:
+        return max(op_time_ns(fl, by, peak, bw, ep) - ep.overhead_ns, a.max_ctx * ep.span_ns) + ep.overhead_ns
+    return op_time_ns(fl, by, peak, bw, ed) + ed.per_seq_ns * a.n_decode
 
 
 def load_efficiency(path: Path, hardware: str | None = None) -> dict[str, Efficiency]:
@@ -122,7 +165,9 @@ def load_efficiency(path: Path, hardware: str | None = None) -> dict[str, Effici
         doc = json.loads(path.read_text())
         table = doc.get("by_hardware", {}).get(hardware) or doc["default"]
         return {c: Efficiency(float(table[c]["eff_compute"]), float(table[c]["eff_memory"]),
-                              float(table[c]["overhead_ns"])) for c in CATEGORIES}
+                              float(table[c]["overhead_ns"]), float(table[c].get("per_seq_ns", 0)),
+                              float(table[c].get("span_ns", 0)))
+                for c in CATEGORIES}
     except FileNotFoundError:
         raise InputError(f"{path}: roofline fit not found (run scripts/fit_roofline.py)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -151,8 +196,8 @@ class RooflineTimer:
         self.skipped = sorted(l for l in layers if l not in CATEGORY)  # e.g. moe: no model yet
         self._cache: dict[tuple, dict[str, int]] = {}
 
-    def _ns(self, layer: str, tokens: int, seqs: int, attn: AttnShape | None) -> int:
-        fl, by = op_cost(self.model, layer, tokens, seqs, attn, self.tp, self.fp, self.kv_fp)
+    def _ns(self, layer: str, tokens: int, seqs: int) -> int:
+        fl, by = op_cost(self.model, layer, tokens, seqs, None, self.tp, self.fp, self.kv_fp)
         return max(1, int(op_time_ns(fl, by, self.peak, self.bw, self.eff[CATEGORY[layer]])))
 
     def durations(self, batch: Batch) -> dict[str, int]:
@@ -162,7 +207,7 @@ class RooflineTimer:
         base = self._cache.get(key)
         if base is None:
             tokens = max(1, batch.total_len)
-            base = {l: self._ns(l, tokens, batch.num_reqs, None) for l in self._dense + self._per_seq}
+            base = {l: self._ns(l, tokens, batch.num_reqs) for l in self._dense + self._per_seq}
             if len(self._cache) >= 1 << 16:
                 self._cache.clear()
             self._cache[key] = base
@@ -171,7 +216,8 @@ class RooflineTimer:
             a = AttnShape.of([(e.num_new, e.computed_before) for e in batch.entries if e.is_prefill],
                              batch.decode_histories)
             if a.query_tokens:
-                t = self._ns("attention", batch.total_len, batch.num_reqs, a)
+                t = max(1, int(attention_time_ns(self.model, a, self.tp, self.fp, self.kv_fp, self.peak, self.bw,
+                                                 self.eff["attention_prefill"], self.eff["attention_decode"])))
                 for l in self._attn:
                     out[l] = t
         return out

@@ -1,0 +1,172 @@
+"""Driving the LLMServingSim fork of ASTRA-Sim: one persistent process owns the clock.
+
+Each report `sys[n] iteration k finished, T cycles` + `Waiting` gets one answer: a workload prefix,
+`pass` or `exit`. Reports come from each instance's start NPU (stage 0, rank 0) and end NPU (last
+NPU); middle NPUs are fed by their start NPU. A start NPU finishing a batch frees stage 0; the end
+NPU finishing it completes the batch. Where the reference answers `pass` to an idle pipeline and
+lets ASTRA-Sim creep forward in 1 ms steps, we hand it a wait workload that ends exactly at the
+next arrival, so arrivals are scheduled when they happen, as on the embedded backend.
+"""
+import heapq
+from collections import deque
+from pathlib import Path
+
+from llmsim.backends.embedded import StageEvent
+from llmsim.engine import _ARRIVAL, Engine, SimResult
+
+from .inputs import topology_dims, write_inputs
+from .process import AstraProcess, BackendError
+from .traces import write_graph, write_wait
+
+
+class ForkEngine(Engine):
+    def __init__(self, instances, cluster, requests, *, binary: Path, workdir: Path, timeout_s: float = 60.0, **kw):
+        super().__init__(instances, None, requests, **kw)
+        self.cluster = cluster
+        self.binary = Path(binary)
+        self.workdir = Path(workdir)
+        self.timeout_s = timeout_s
+        self.multi_dim = len(topology_dims(cluster)) > 1
+        self._waits = 0
+
+    # -- files --------------------------------------------------------------------------------------
+    def _batch_prefix(self, i: int, batch_id: int) -> Path:
+        return self.workdir / "workload" / f"instance{i}_batch{batch_id}" / "llm"
+
+    def _wait_prefix(self, npus, until_ns: int, now: int) -> Path:
+        self._waits += 1
+        return write_wait(npus, self.workdir / "workload" / f"wait{self._waits}" / "llm", "llmservingsim",
+                          until_ns - now)
+
+    def _command(self, paths, first_wait: Path) -> list[str]:
+        starts = [str(i.first_npu) for i in self.cluster.instances]
+        ends = [str(i.first_npu + i.num_npus - 1) for i in self.cluster.instances if i.num_npus > 1]
+        return [str(self.binary), f"--workload-configuration={first_wait}",
+                f"--system-configuration={paths.system}", f"--network-configuration={paths.network}",
+                f"--memory-configuration={paths.memory}",
+                f"--start-npu-ids={','.join(starts)},", f"--end-npu-ids={','.join(ends)},"]
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _idle(self) -> bool:
+        return (self.next_arrival_ns() is None and not self._heap
+                and not any(i.scheduler.has_work for i in self.instances))
+
+    def _next_event_ns(self) -> int | None:
+        times = [t for t in (self.next_arrival_ns(), self._heap[0][0] if self._heap else None) if t is not None]
+        return min(times) if times else None
+
+    def run(self) -> SimResult:
+        self._reset()
+        paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
+        all_npus = range(self.cluster.total_npus)
+        first = self.next_arrival_ns() or 0
+        startup = write_wait(all_npus, self.workdir / "workload" / "event_handler" / "llm", "llmservingsim", max(1, first))
+        role = {}
+        for inst in self.cluster.instances:
+            last = inst.first_npu + inst.num_npus - 1
+            role[inst.first_npu] = (inst.index, True, last == inst.first_npu)
+            if last != inst.first_npu:
+                role[last] = (inst.index, False, True)
+        given = {n: [("wait", None)] for n in role}  # what each reporting NPU has been handed, in order
+        seen = {n: -1 for n in role}
+        stage0_busy = [True] * len(self.instances)  # until the start-up wait ends
+        for_end = [deque() for _ in self.instances]  # batches formed but not yet handed to the end NPU
+        early = [None] * len(self.instances)  # pp=1, tp>1: batch formed at the end NPU's report
+        wait_until = [max(1, first)] * len(self.instances)
+        stage_start = {}
+        proc = AstraProcess(self._command(paths, startup), str(self.workdir), self.timeout_s)
+        now = 0
+        try:
+            while True:
+                inflight = [f"instance {b.instance} batch {b.id}" for b in self.batches.values()]
+                r = proc.next_report(f"batches in flight: {', '.join(inflight) or 'none'}")
+                if r.npu not in role:
+                    raise BackendError(f"ASTRA-Sim reported NPU {r.npu}, which starts or ends no instance")
+                now = max(now, r.tick_ns)
+                self._heartbeats_before(now)
+                i, is_start, is_end = role[r.npu]
+                inst = self.instances[i]
+                for k in range(seen[r.npu] + 1, r.iteration + 1):
+                    if k >= len(given[r.npu]):
+                        raise BackendError(f"ASTRA-Sim says NPU {r.npu} finished workload {k}, but only "
+                                           f"{len(given[r.npu])} were given to it")
+                    kind, bid = given[r.npu][k]
+                    if is_start:
+                        stage0_busy[i] = False
+                    if kind == "batch" and is_end:
+                        self._complete(i, bid, now, stage_start)
+                seen[r.npu] = max(seen[r.npu], r.iteration)
+                arrived = []
+                while self._heap and self._heap[0][0] <= now:
+                    arrived.append(heapq.heappop(self._heap)[3])
+                self.deliver_arrivals(arrived, now)
+                if self._idle() and not self.batches:
+                    proc.answer("exit")
+                    break
+                answer = "pass"
+                pp1_split = inst.config.pp_size == 1 and not (is_start and is_end)
+                start_npu = inst.config.first_npu
+                if is_end and not is_start:
+                    if for_end[i]:
+                        bid = for_end[i].popleft()
+                        given[r.npu].append(("batch", bid))
+                        answer = str(self._batch_prefix(i, bid))
+                    elif pp1_split and early[i] is None and self._start_free(given[start_npu], wait_until[i], now, i):
+                        # Both TP ranks of the only stage are free now: form the batch at this report
+                        # so the end rank starts it now too, not at the next event tick.
+                        bid = self._form(i, now, stage_start)
+                        if bid is not None:
+                            early[i] = bid
+                            given[r.npu].append(("batch", bid))
+                            answer = str(self._batch_prefix(i, bid))
+                elif is_start:
+                    bid = None
+                    if early[i] is not None:
+                        bid, early[i] = early[i], None
+                    elif not stage0_busy[i]:
+                        bid = self._form(i, now, stage_start)
+                        if bid is not None and not is_end:
+                            for_end[i].append(bid)
+                    if bid is not None:
+                        given[r.npu].append(("batch", bid))
+                        stage0_busy[i] = True
+                        answer = str(self._batch_prefix(i, bid))
+                    elif not stage0_busy[i] and not inst.scheduler.inflight:
+                        t = self._next_event_ns()
+                        if t is not None and t > now:
+                            npus = range(start_npu, start_npu + inst.config.num_npus)
+                            given[r.npu].append(("wait", None))
+                            wait_until[i] = t
+                            stage0_busy[i] = True
+                            answer = str(self._wait_prefix(npus, t, now))
+                proc.answer(answer)
+            verdict = proc.finish()
+            if "Some Requests Remain" in verdict:
+                raise BackendError(f"ASTRA-Sim: {verdict}")
+        finally:
+            proc.close()
+        return self.result(now)
+
+    def _start_free(self, start_given: list, wait_until: int, now: int, i: int) -> bool:
+        """pp=1: is the start NPU (the other rank of the same stage) done with its last workload?"""
+        kind, bid = start_given[-1]
+        if kind == "wait":
+            return wait_until <= now
+        return (i, bid) not in self.batches  # completed: the end rank just reported it
+
+    def _form(self, i: int, now: int, stage_start: dict) -> int | None:
+        formed = self.form_batch(i, now)
+        if formed is None:
+            return None
+        batch, graph = formed
+        write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim)
+        stage_start[(i, batch.id)] = now
+        return batch.id
+
+    def _complete(self, i: int, bid: int, now: int, stage_start: dict) -> None:
+        batch = self.batches[(i, bid)]
+        inst = self.instances[i]
+        # ASTRA-Sim reports only the start and end NPUs: the iteration log gets one whole-batch row.
+        self.record(batch, [StageEvent(i, inst.config.pp_size - 1, inst.config.first_npu + inst.config.num_npus - 1,
+                                       bid, stage_start.pop((i, bid)), now)])
+        self.complete_batch(i, bid, now)

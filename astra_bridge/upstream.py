@@ -1,0 +1,72 @@
+"""Upstream ASTRA-Sim: one run of the binary per distinct iteration graph.
+
+Upstream runs one workload to completion and exits (no stdin protocol). Under its congestion-unaware
+network a graph's timing does not depend on other graphs, so each distinct graph is run once, in
+isolation, and its per-stage busy times are cached; the pipeline overlap between batches is then
+composed on our side exactly as the embedded backend does (EmbeddedBackend.submit).
+"""
+import hashlib
+import re
+import subprocess
+from pathlib import Path
+
+from llmsim.backends.embedded import EmbeddedBackend
+from llmsim.config.cluster import ClusterConfig
+from llmsim.graph.iteration import IterationGraph
+
+from .chakra.codec import global_metadata, write_et
+from .inputs import topology_dims, write_inputs
+from .process import BackendError
+from .traces import write_graph
+
+_FINISHED = re.compile(r"sys\[(\d+)\] finished, (\d+) cycles")
+
+
+class UpstreamBackend(EmbeddedBackend):
+    name = "astra-sim-upstream"
+
+    def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0):
+        super().__init__(cluster)
+        self.binary, self.workdir, self.timeout_s = Path(binary), Path(workdir), timeout_s
+        self.paths = write_inputs(cluster, self.workdir, "upstream")
+        self.multi_dim = len(topology_dims(cluster)) > 1
+        self.total_npus = cluster.total_npus
+        self._cache: dict[str, list[int]] = {}
+        self.runs = 0
+
+    def stage_busy(self, graph: IterationGraph) -> list[int]:
+        prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"
+        write_graph(graph, prefix, "upstream", self.multi_dim)
+        # NPUs of other instances get an empty workload: upstream simulates the whole system.
+        mine = {graph.npu(s, r) for s in range(graph.pp_size) for r in range(graph.tp_size)}
+        for npu in range(self.total_npus):
+            if npu not in mine:
+                write_et(f"{prefix}.{npu}.et", global_metadata(schema="1.0.2-chakra.0.0.4"), [])
+        key = hashlib.sha256(b"".join(Path(f"{prefix}.{n}.et").read_bytes() for n in sorted(mine))).hexdigest()
+        if key not in self._cache:
+            finish = self._run(prefix, graph)
+            ends = [finish[graph.npu(s, 0)] for s in range(graph.pp_size)]
+            # A stage starts when its RECV completes, i.e. when the previous stage's SEND lands.
+            self._cache[key] = [ends[0]] + [b - a for a, b in zip(ends, ends[1:])]
+        return self._cache[key]
+
+    def _run(self, prefix: Path, graph: IterationGraph) -> dict[int, int]:
+        cmd = [str(self.binary), f"--workload-configuration={prefix}",
+               f"--system-configuration={self.paths.system}", f"--network-configuration={self.paths.network}",
+               f"--remote-memory-configuration={self.paths.memory}"]
+        what = f"instance {graph.instance} batch {graph.batch_id}"
+        try:
+            done = subprocess.run(cmd, cwd=prefix.parent, capture_output=True, text=True, timeout=self.timeout_s,
+                                  start_new_session=True)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"{self.binary}: no result for {what} within {self.timeout_s:g} s (a hung trace?)") from None
+        except OSError as e:
+            raise BackendError(f"{self.binary}: cannot run ({e.strerror})") from None
+        self.runs += 1
+        finish = {int(n): int(t) for n, t in _FINISHED.findall(done.stdout)}
+        missing = [graph.npu(s, 0) for s in range(graph.pp_size) if graph.npu(s, 0) not in finish]
+        if done.returncode or missing:
+            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or [""]
+            raise BackendError(f"{self.binary}: {what}: exit code {done.returncode}, NPUs {missing} never finished; "
+                               f"last output: {last[0][:200]!r}")
+        return finish
