@@ -1,0 +1,66 @@
+"""IterationGraph -> per-NPU Chakra traces: what each NPU's file must hold."""
+import pytest
+
+from astra_bridge.chakra.codec import attributes, duration_ns, node_type_name, read_et
+from astra_bridge.traces import write_graph
+from llmsim.backends.embedded import EmbeddedBackend
+from llmsim.config.engine import EngineArgs
+from llmsim.engine import Engine
+from llmsim.simulate import prepare
+
+
+def _first_graphs(cfg, n=3):
+    sim = prepare(cfg, EngineArgs(dtype="bfloat16"), "workloads/example_trace.jsonl", num_reqs=2)
+    graphs = []
+    Engine(sim.instances, EmbeddedBackend(sim.cluster), sim.requests, on_graph=graphs.append).run()
+    return graphs[:n]
+
+
+def _read(prefix, npu, flavor):
+    _, nodes = read_et(f"{prefix}.{npu}.et")
+    return [(node_type_name(flavor, n.type), n) for n in nodes]
+
+
+@pytest.mark.parametrize("flavor", ["llmservingsim", "upstream"])
+def test_tp2_pp2_files_per_npu(tmp_path, flavor):
+    g = _first_graphs("configs/cluster/single_node_tp_pp_instance.json")[0]
+    prefix = write_graph(g, tmp_path / "b0" / "llm", flavor, multi_dim=True)
+    act = g.stages[0].tail_ops[-1].size_bytes
+    assert act == 10 * 4096 * 2  # 10 prompt tokens x hidden x bf16
+    for npu in range(4):
+        nodes = _read(prefix, npu, flavor)
+        kinds = [k for k, _ in nodes]
+        stage = npu // 2
+        # one chain: every node depends on the one before it
+        assert all(list(n.data_deps) == [nodes[i - 1][1].id] for i, (_, n) in enumerate(nodes) if i)
+        assert kinds[0] == ("MEM_LOAD_NODE" if stage == 0 else "COMM_RECV_NODE")
+        assert kinds[-1] == ("COMM_SEND_NODE" if stage == 0 else "MEM_STORE_NODE")
+        colls = [attributes(n) for k, n in nodes if k == "COMM_COLL_NODE"]
+        assert len(colls) == 2 * 16  # o_proj and down_proj of each of the stage's 16 layers
+        assert all(c["comm_size"] == act and c["involved_dim"] == [True, False] for c in colls)
+        if stage == 0:
+            send = attributes(nodes[-1][1])
+            assert (send["comm_src"], send["comm_dst"], send["comm_size"]) == (npu, npu + 2, act)
+        else:
+            recv = attributes(nodes[0][1])
+            assert (recv["comm_src"], recv["comm_dst"], recv["comm_size"]) == (npu - 2, npu, act)
+            assert recv["comm_tag"] == attributes(_read(prefix, npu - 2, flavor)[-1][1])["comm_tag"]
+
+
+def test_fork_flavour_keeps_layer_durations_exact(tmp_path):
+    g = _first_graphs("configs/cluster/single_node_pp_instance.json")[1]
+    prefix = write_graph(g, tmp_path / "b1" / "llm", "llmservingsim", multi_dim=False)
+    for stage, prog in enumerate(g.stages):
+        comp = [duration_ns("llmservingsim", n) for k, n in _read(prefix, stage, "llmservingsim") if k == "COMP_NODE"]
+        want = [op.duration_ns for op in prog.ops() if op.kind == 0]
+        assert comp == want  # one node per layer, stage 0 only its 16 layers + embedding, stage 1 the rest
+
+
+def test_upstream_flavour_fuses_compute_and_rounds_once(tmp_path):
+    g = _first_graphs("configs/cluster/single_node_pp_instance.json")[1]
+    prefix = write_graph(g, tmp_path / "b1" / "llm", "upstream", multi_dim=False)
+    for stage, prog in enumerate(g.stages):
+        comp = [n for k, n in _read(prefix, stage, "upstream") if k == "COMP_NODE"]
+        assert len(comp) == 1  # no collectives at tp=1: the stage is one fused run
+        total = sum(op.duration_ns for op in prog.ops() if op.kind == 0)
+        assert comp[0].duration_micros == (total + 500) // 1000
