@@ -32,3 +32,17 @@ def test_rtx4090_preemption_heavy_run():
     assert grab(r"\((\d+) ns\)") == [183_706_634_969]
     assert grab(r"Preemptions:\s+(\d+) \((\d+) tokens recomputed\)") == [194, 110_596]
     assert grab(r"Prefix cache hits:\s+(\d+) / (\d+)") == [4_848, 257_239]  # 1.88 %
+
+
+def test_qwen3_32b_tp2_run():
+    # reference summary: 162,055,499,829 ns total, 7.90 % prefix hits; TTFT mean 37,369.5 ms, TPOT 81.0 ms.
+    # Its final tick includes one idle polling step after the last completion (reference-behaviour 5.8).
+    res = run_cli("--cluster-config", "configs/cluster/rtxpro6000_qwen3_32b_tp2_instance.json",
+                  "--dataset", "workloads/sharegpt-qwen3-32b-300-sps10.jsonl", "--dtype", "bfloat16",
+                  "--log-interval", 0)
+    assert res.exit_code == 0, res.output
+    end = int(re.search(r"\((\d+) ns\)", res.output).group(1))
+    assert 0 <= 162_055_499_829 - end <= 1_100_000
+    assert "(7.90 %)" in res.output
+    assert "TTFT (ms):  mean 37369.51" in res.output
+    assert re.search(r"TPOT \(ms\):  mean 80\.9[5-9]|TPOT \(ms\):  mean 81\.0", res.output)
