@@ -7,12 +7,11 @@ NPU finishing it completes the batch. Where the reference answers `pass` to an i
 lets ASTRA-Sim creep forward in 1 ms steps, we hand it a wait workload that ends exactly at the
 next arrival, so arrivals are scheduled when they happen, as on the embedded backend.
 """
-import heapq
 from collections import deque
 from pathlib import Path
 
-from llmsim.backends.embedded import StageEvent
-from llmsim.engine import _ARRIVAL, Engine, SimResult
+from llmsim.backends.embedded import EmbeddedBackend, StageEvent
+from llmsim.engine import Engine, SimResult
 
 from .inputs import topology_dims, write_inputs
 from .process import AstraProcess, BackendError
@@ -28,15 +27,34 @@ class ForkEngine(Engine):
         self.timeout_s = timeout_s
         self.multi_dim = len(topology_dims(cluster)) > 1
         self._waits = 0
+        # The embedded model's timeline, run alongside: it predicts when batches in flight complete
+        # (so stage 0 can sleep until then) and records how far ASTRA-Sim's times differ from it.
+        self.shadow = EmbeddedBackend(cluster)
+        self._predicted: dict[tuple[int, int], int] = {}
+        self.completion_diff_ns: list[int] = []
 
     # -- files --------------------------------------------------------------------------------------
     def _batch_prefix(self, i: int, batch_id: int) -> Path:
         return self.workdir / "workload" / f"instance{i}_batch{batch_id}" / "llm"
 
-    def _wait_prefix(self, npus, until_ns: int, now: int) -> Path:
+    def _wait_prefix(self, inst_cfg, until_ns: int, now: int) -> Path:
+        """A wait for the start NPU; the NPUs it manages get an empty workload, so a busy middle
+        stage is not held up."""
         self._waits += 1
-        return write_wait(npus, self.workdir / "workload" / f"wait{self._waits}" / "llm", "llmservingsim",
-                          until_ns - now)
+        others = range(inst_cfg.first_npu + 1, inst_cfg.first_npu + inst_cfg.num_npus)
+        return write_wait([inst_cfg.first_npu], self.workdir / "workload" / f"wait{self._waits}" / "llm",
+                          "llmservingsim", until_ns - now, empty=others)
+
+    def _wake_time(self, now: int) -> int | None:
+        """When stage 0 should next look for work; None: answer `pass` (ASTRA-Sim polls it at its
+        next event), also when a batch is overdue against the prediction."""
+        if any(t <= now for t in self._predicted.values()):
+            return None
+        times = list(self._predicted.values())
+        nxt = self.next_arrival_ns()
+        if nxt is not None and nxt > now:
+            times.append(nxt)
+        return min(times) if times else None
 
     def _command(self, paths, first_wait: Path) -> list[str]:
         starts = [str(i.first_npu) for i in self.cluster.instances]
@@ -48,12 +66,7 @@ class ForkEngine(Engine):
 
     # -- the loop -------------------------------------------------------------------------------------
     def _idle(self) -> bool:
-        return (self.next_arrival_ns() is None and not self._heap
-                and not any(i.scheduler.has_work for i in self.instances))
-
-    def _next_event_ns(self) -> int | None:
-        times = [t for t in (self.next_arrival_ns(), self._heap[0][0] if self._heap else None) if t is not None]
-        return min(times) if times else None
+        return self.next_arrival_ns() is None and not any(i.scheduler.has_work for i in self.instances)
 
     def run(self) -> SimResult:
         self._reset()
@@ -96,16 +109,13 @@ class ForkEngine(Engine):
                     if kind == "batch" and is_end:
                         self._complete(i, bid, now, stage_start)
                 seen[r.npu] = max(seen[r.npu], r.iteration)
-                arrived = []
-                while self._heap and self._heap[0][0] <= now:
-                    arrived.append(heapq.heappop(self._heap)[3])
-                self.deliver_arrivals(arrived, now)
+                pp1_split = inst.config.pp_size == 1 and not (is_start and is_end)
+                start_npu = inst.config.first_npu
+                self.deliver_arrivals(now)
                 if self._idle() and not self.batches:
                     proc.answer("exit")
                     break
                 answer = "pass"
-                pp1_split = inst.config.pp_size == 1 and not (is_start and is_end)
-                start_npu = inst.config.first_npu
                 if is_end and not is_start:
                     if for_end[i]:
                         bid = for_end[i].popleft()
@@ -131,14 +141,17 @@ class ForkEngine(Engine):
                         given[r.npu].append(("batch", bid))
                         stage0_busy[i] = True
                         answer = str(self._batch_prefix(i, bid))
-                    elif not stage0_busy[i] and not inst.scheduler.inflight:
-                        t = self._next_event_ns()
-                        if t is not None and t > now:
-                            npus = range(start_npu, start_npu + inst.config.num_npus)
+                    elif not stage0_busy[i]:
+                        # Stage 0 is idle with nothing to run. ASTRA-Sim would poll it at its next
+                        # event (any node finishing anywhere, or a 1 ms idle step), so an arrival
+                        # would be taken in late. Instead it sleeps exactly until the next arrival
+                        # or the predicted completion of a batch in flight, whichever comes first.
+                        t = self._wake_time(now)
+                        if t is not None:
                             given[r.npu].append(("wait", None))
                             wait_until[i] = t
                             stage0_busy[i] = True
-                            answer = str(self._wait_prefix(npus, t, now))
+                            answer = str(self._wait_prefix(inst.config, t, now))
                 proc.answer(answer)
             verdict = proc.finish()
             if "Some Requests Remain" in verdict:
@@ -160,6 +173,7 @@ class ForkEngine(Engine):
             return None
         batch, graph = formed
         write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim)
+        self._predicted[(i, batch.id)] = self.shadow.submit(graph, now)[-1].end_ns
         stage_start[(i, batch.id)] = now
         return batch.id
 
@@ -169,4 +183,5 @@ class ForkEngine(Engine):
         # ASTRA-Sim reports only the start and end NPUs: the iteration log gets one whole-batch row.
         self.record(batch, [StageEvent(i, inst.config.pp_size - 1, inst.config.first_npu + inst.config.num_npus - 1,
                                        bid, stage_start.pop((i, bid)), now)])
+        self.completion_diff_ns.append(now - self._predicted.pop((i, bid)))
         self.complete_batch(i, bid, now)

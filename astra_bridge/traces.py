@@ -67,10 +67,13 @@ def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: boo
     return prefix
 
 
-def write_wait(npus, prefix: Path, flavor: str, duration_ns: int) -> Path:
-    """A workload that only lets time pass (start-up, or an idle pipeline waiting for an arrival)."""
+def write_wait(npus, prefix: Path, flavor: str, duration_ns: int, empty=()) -> Path:
+    """A workload that only lets time pass (start-up, or an idle stage 0 waiting for its next
+    event) on `npus`; the NPUs in `empty` get a workload with no nodes (done at once)."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file="wait")
     for npu in npus:
         write_et(f"{prefix}.{npu}.et", meta, [comp_node(flavor, 0, f"wait_{duration_ns}ns", max(1, duration_ns))])
+    for npu in empty:
+        write_et(f"{prefix}.{npu}.et", meta, [])
     return prefix

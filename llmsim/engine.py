@@ -10,7 +10,7 @@ from .request import Request
 from .router import Router
 
 # Completions are handled before stage frees, and both before new batches are formed at a tick.
-_BATCH_DONE, _STAGE0_FREE, _ARRIVAL = 0, 1, 2
+_BATCH_DONE, _STAGE0_FREE = 0, 1
 
 
 @dataclass
@@ -61,7 +61,8 @@ class Engine:
         self.on_heartbeat = on_heartbeat
         self.record_iterations = record_iterations
         self.on_graph = on_graph
-        self._heap: list = []
+        self._heap: list = []  # backend events: (t, kind, seq, payload)
+        self._released: list = []  # session calls released by a completion: (t, id, request)
         self._seq = 0
         self._stage0_busy = [False] * len(instances)
 
@@ -99,7 +100,11 @@ class Engine:
         self.iter_log: list[IterationRecord] = []
 
     def next_arrival_ns(self) -> int | None:
-        return self.requests[self._a].arrival_ns if self._a < len(self.requests) else None
+        """The next request to arrive, from the trace or a released session call."""
+        t = self.requests[self._a].arrival_ns if self._a < len(self.requests) else None
+        if self._released and (t is None or self._released[0][0] < t):
+            t = self._released[0][0]
+        return t
 
     def complete_batch(self, i: int, batch_id: int, now: int) -> None:
         """The batch's last stage finished: stamp its tokens; release finished sessions' next calls."""
@@ -113,14 +118,17 @@ class Engine:
             nxt = req.next_in_session
             if nxt is not None:  # the session's next call, after the tool runs
                 nxt.arrival_ns = now + req.tool_duration_ns
-                self._push(nxt.arrival_ns, _ARRIVAL, nxt)
+                heapq.heappush(self._released, (nxt.arrival_ns, nxt.id, nxt))
 
-    def deliver_arrivals(self, arrived: list[Request], now: int) -> set[int]:
-        """Route every request arriving at or before now (released session calls included)."""
+    def deliver_arrivals(self, now: int) -> set[int]:
+        """Route every request that arrived at or before now (released session calls included)."""
         reqs = self.requests
+        arrived = []
         while self._a < len(reqs) and reqs[self._a].arrival_ns <= now:
             arrived.append(reqs[self._a])
             self._a += 1
+        while self._released and self._released[0][0] <= now:
+            arrived.append(heapq.heappop(self._released)[2])
         arrived.sort(key=lambda r: (r.arrival_ns, r.id))
         touched = set()
         for req in arrived:
@@ -182,18 +190,15 @@ class Engine:
             now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
             self._heartbeats_before(now)
             touched = set()
-            arrived = []
             while self._heap and self._heap[0][0] == now:
                 _, kind, _, payload = heapq.heappop(self._heap)
                 if kind == _BATCH_DONE:
                     self.complete_batch(payload[0], payload[1], now)
                     touched.add(payload[0])
-                elif kind == _STAGE0_FREE:
+                else:
                     self._stage0_busy[payload] = False
                     touched.add(payload)
-                else:
-                    arrived.append(payload)
-            touched |= self.deliver_arrivals(arrived, now)
+            touched |= self.deliver_arrivals(now)
             for i in sorted(touched):
                 if self._stage0_busy[i]:
                     continue

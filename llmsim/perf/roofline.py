@@ -33,7 +33,7 @@ CATEGORY = {
 # attention is fitted as two parts (a prefill chunk and decode steps behave very differently)
 CATEGORIES = ("gemm", "attention_prefill", "attention_decode", "norm", "elementwise", "embedding",
               "lm_head", "sampler")
-MEMORY_BOUND = frozenset({"norm", "elementwise", "embedding", "sampler"})  # eff_compute fixed at 1
+MEMORY_BOUND = frozenset({"norm", "elementwise", "embedding", "sampler", "attention_decode"})  # eff_compute := 1
 Q_TILE = 128  # FlashAttention query block: a prefill chunk pays for whole tiles of queries
 FIT_FILE = "roofline_fit.json"
 
