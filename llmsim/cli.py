@@ -44,13 +44,15 @@ ENGINE_OPTIONS = [
                       "activation peak and non-torch memory."),
     click.option("--num-gpu-blocks", type=int, default=0, callback=_nonneg,
                  help="Pin the KV block count (e.g. vLLM's logged num_gpu_blocks); 0 = computed."),
+    click.option("--timing", type=click.Choice(["auto", "profile", "roofline"]), default="auto", show_default=True,
+                 help="Layer times from a measured profile bundle, the roofline model, or the bundle when one exists."),
     click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True),
     click.option("--num-reqs", type=int, default=0, callback=_nonneg, help="Use the first N dataset lines (0 = all)."),
 ]
 
 ENGINE_KEYS = ("dtype", "kv_cache_dtype", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
                "long_prefill_token_threshold", "enable_prefix_caching", "enable_chunked_prefill", "reserve_full_isl",
-               "npu_memory_utilization", "kv_capacity", "num_gpu_blocks")
+               "npu_memory_utilization", "kv_capacity", "num_gpu_blocks", "timing")
 
 
 def engine_options(f):
@@ -146,6 +148,7 @@ def _simulate(o: dict) -> None:
     files = {}  # everything is rendered before anything is written
     if output:
         files[output] = metrics.requests_csv(result, instances)
+        files[f"{output}.meta.json"] = metrics.run_metadata(sim, result, o)
         if result.unfinished:
             files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
     if iteration_log:

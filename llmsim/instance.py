@@ -13,6 +13,8 @@ from .capacity import DEFAULT_NON_TORCH_BYTES, activation_peak_bytes
 from .memory import MemoryPlan, plan_memory
 from .perf.architecture import load_architecture
 from .perf.profile import ProfileBundle, ProfileError
+from .perf.hardware import available_hardware, hardware_dir, load_hardware
+from .perf.roofline import RooflineTimer
 from .perf.timer import ProfileTimer
 from .scheduler import Scheduler
 
@@ -30,7 +32,7 @@ class Instance:
     memory: MemoryPlan
     pool: BlockPool
     scheduler: Scheduler
-    timer: ProfileTimer
+    timer: ProfileTimer | RooflineTimer
     dtype: str
     profile_note: str
 
@@ -52,16 +54,26 @@ def _variant(dtype: str, kv_dtype: str) -> str:
     return DTYPE_SHORT[dtype] + ("-kvfp8" if kv_dtype == "fp8" else "")
 
 
-def load_profile(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, model: ModelSpec):
-    """The measured bundle for (hardware, model, dtype, tp); a same-width variant stands in for a
-    missing one (fp16 <-> bf16) and says so."""
+def _profile_variant(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, model: ModelSpec):
+    """(wanted variant, the one to load): a same-width variant stands in for a missing one."""
     variant = _variant(dtype, kv_dtype)
     candidates = [variant]
     twin = {"fp16": "bf16", "bf16": "fp16"}.get(DTYPE_SHORT[dtype])
     if twin:
         candidates.append(twin + variant[len(DTYPE_SHORT[dtype]):])
     model_dir = root / inst.hardware / model.name
-    chosen = next((v for v in candidates if (model_dir / v).is_dir()), variant)
+    return variant, next((v for v in candidates if (model_dir / v).is_dir()), variant)
+
+
+def has_profile(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, model: ModelSpec) -> bool:
+    _, chosen = _profile_variant(root, inst, dtype, kv_dtype, model)
+    return (root / inst.hardware / model.name / chosen / f"tp{inst.tp_size}").is_dir()
+
+
+def load_profile(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, model: ModelSpec):
+    """The measured bundle for (hardware, model, dtype, tp); a same-width variant stands in for a
+    missing one (fp16 <-> bf16) and says so."""
+    variant, chosen = _profile_variant(root, inst, dtype, kv_dtype, model)
     key = (str(root), inst.hardware, model.name, chosen, inst.tp_size)
     if key not in _PROFILE_CACHE:
         arch = load_architecture(root, model.model_type)
@@ -74,6 +86,29 @@ def load_profile(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, mo
         note = (f"instance {inst.index}: no {variant} profile for {model.name} on {inst.hardware}; "
                 f"using the {chosen} bundle (same element width)")
     return _PROFILE_CACHE[key], note
+
+
+def _timer(inst, args, model, dtype, fp, kv_fp, data_root: Path):
+    """A measured bundle when one exists for (hardware, model, dtype, tp), else the roofline model
+    (announced); `args.timing` can insist on either."""
+    profiles = data_root / "profiles"
+    if args.timing == "profile" or (args.timing == "auto" and has_profile(profiles, inst, dtype, args.kv_cache_dtype, model)):
+        bundle, note = load_profile(profiles, inst, dtype, args.kv_cache_dtype, model)
+        return ProfileTimer(bundle, bundle.architecture), bundle.architecture, note
+    try:
+        arch = load_architecture(profiles, model.model_type)
+    except ProfileError as e:
+        raise InputError(f"{inst.where}: {e}") from None
+    hw_dir = hardware_dir(data_root)
+    if not (hw_dir / f"{inst.hardware}.json").is_file() and args.timing == "auto":
+        have = sorted(p.name for p in profiles.iterdir() if p.is_dir() and p.name != "architectures")
+        raise InputError(f"{inst.where}.hardware: no measured profile and no hardware file for '{inst.hardware}' "
+                         f"(profiles: {', '.join(have)}; hardware files: {', '.join(available_hardware(hw_dir))})")
+    hw = load_hardware(inst.hardware, hw_dir)
+    timer = RooflineTimer(model, arch, hw, fp, inst.tp_size, dtype=dtype, kv_dtype_bytes=kv_fp)
+    note = (f"instance {inst.index}: no measured profile for {model.name} {dtype} tp={inst.tp_size} on "
+            f"{inst.hardware}; timing from the roofline model (approximate: docs/roofline.md)")
+    return timer, arch, note
 
 
 def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path) -> Instance:
@@ -94,13 +129,11 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path)
                               + DEFAULT_NON_TORCH_BYTES)
     memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, inst.npu_mem.size_bytes,
                          args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks)
-    bundle, note = load_profile(data_root / "profiles", inst, dtype, args.kv_cache_dtype, model)
-    arch = bundle.architecture
+    timer, arch, note = _timer(inst, args, model, dtype, fp, kv_fp, data_root)
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
     sched = Scheduler(inst.index, args, pool, inst.pp_size, max_model_len)
-    timer = ProfileTimer(bundle, arch)
     if timer.skipped:  # as the reference does: a layer the bundle never measured costs nothing
-        missing = f"layers {', '.join(timer.skipped)} are not in the {bundle!r} profile and are not timed"
+        missing = f"layers {', '.join(timer.skipped)} are not timed by {timer.describe()}"
         note = f"{note}; {missing}" if note else f"instance {inst.index}: {missing}"
     return Instance(inst, args, model, layout, memory, pool, sched, timer, dtype, note)

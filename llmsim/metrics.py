@@ -74,6 +74,32 @@ def unfinished_csv(result) -> str:
     return buf.getvalue()
 
 
+def run_metadata(sim, result, options: dict) -> str:
+    """What produced a per-request CSV (written beside it as <output>.meta.json): the CSV's own
+    columns are fixed by the reference, so the run's provenance lives here."""
+    import json
+
+    from . import __version__
+
+    doc = {
+        "llmsim_version": __version__,
+        "cluster_config": sim.cluster.path,
+        "options": {k: v for k, v in sorted(options.items()) if isinstance(v, (str, int, float, bool, type(None)))},
+        "instances": [{
+            "instance": i.index, "model": i.model.name, "hardware": i.config.hardware,
+            "tp_size": i.config.tp_size, "pp_size": i.config.pp_size, "dtype": i.dtype,
+            "timing_source": i.timer.source, "timing": i.timer.describe(),
+            "kv_blocks": i.memory.num_blocks, "block_size": i.memory.block_size,
+            "layers_per_stage": [s.layers for s in i.memory.stages],
+        } for i in sim.instances],
+        "requests_finished": sum(len(d) for d in result.finished),
+        "requests_unfinished": len(result.unfinished),
+        "simulated_ns": result.end_ns,
+        "iterations": result.iterations,
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
 ITERATION_HEADER = ["batch_id", "instance", "stage", "npu", "start_ns", "end_ns", "requests",
                     "prefill_tokens", "decode_tokens"]
 

@@ -68,8 +68,14 @@ def test_model_too_large(tmp_path):
 
 
 def test_missing_profile_names_what_exists(tmp_path):
-    _cluster_fails(tmp_path, lambda c: _inst(c).update(hardware="H100"),
-                   ["no profiles for hardware 'H100'", "RTX4090", "RTXPRO6000"])
+    p = _cfg(tmp_path, lambda c: _inst(c).update(hardware="H100"))
+    _fails(tmp_path, "--cluster-config", p, "--dataset", "workloads/example_trace.jsonl", "--timing", "profile",
+           expect=[str(p), "no profiles for hardware 'H100'", "RTX4090", "RTXPRO6000"])
+
+
+def test_unknown_hardware_names_profiles_and_hardware_files(tmp_path):
+    _cluster_fails(tmp_path, lambda c: _inst(c).update(hardware="TPUv9"),
+                   ["hardware: no measured profile and no hardware file for 'TPUv9'", "RTXPRO6000", "H100"])
 
 
 def test_missing_config_file(tmp_path):
