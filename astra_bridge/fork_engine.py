@@ -59,10 +59,12 @@ class ForkEngine(Engine):
     def _command(self, paths, first_wait: Path) -> list[str]:
         starts = [str(i.first_npu) for i in self.cluster.instances]
         ends = [str(i.first_npu + i.num_npus - 1) for i in self.cluster.instances if i.num_npus > 1]
-        return [str(self.binary), f"--workload-configuration={first_wait}",
-                f"--system-configuration={paths.system}", f"--network-configuration={paths.network}",
-                f"--memory-configuration={paths.memory}",
-                f"--start-npu-ids={','.join(starts)},", f"--end-npu-ids={','.join(ends)},"]
+        cmd = [str(self.binary), f"--workload-configuration={first_wait}",
+               f"--system-configuration={paths.system}", f"--network-configuration={paths.network}",
+               f"--memory-configuration={paths.memory}", f"--start-npu-ids={','.join(starts)},"]
+        if ends:  # the fork cannot parse an empty list
+            cmd.append(f"--end-npu-ids={','.join(ends)},")
+        return cmd
 
     # -- the loop -------------------------------------------------------------------------------------
     def _idle(self) -> bool:

@@ -34,8 +34,15 @@ def _per_dim(cluster: ClusterConfig, values: tuple[float, ...], key: str, n: int
     return [float(v) for v in values]
 
 
-def network_yml(cluster: ClusterConfig) -> str:
-    dims = topology_dims(cluster)
+def upstream_dims(cluster: ClusterConfig) -> list[int]:
+    """Upstream's analytical network rejects 1-NPU dimensions: they are dropped (nothing spans
+    them), and a lone NPU gets an idle partner."""
+    dims = [d for d in topology_dims(cluster) if d > 1]
+    return dims or [2]
+
+
+def network_yml(cluster: ClusterConfig, dims: list[int] | None = None) -> str:
+    dims = dims or topology_dims(cluster)
     bw = _per_dim(cluster, cluster.link_bw_gbps, "link_bw", len(dims))
     lat = _per_dim(cluster, cluster.link_latency_ns, "link_latency", len(dims))
     fmt = lambda xs: "[" + ", ".join(str(x) for x in xs) + "]"
@@ -43,8 +50,8 @@ def network_yml(cluster: ClusterConfig) -> str:
             f"npus_count: {fmt(dims)}\nbandwidth: {fmt(bw)}\nlatency: {fmt(lat)}\n")
 
 
-def system_json(cluster: ClusterConfig) -> str:
-    n = len(topology_dims(cluster))
+def system_json(cluster: ClusterConfig, dims: list[int] | None = None) -> str:
+    n = len(dims or topology_dims(cluster))
     # The reference lets the last node's first instance set local-mem-bw; with one node that is instance 0.
     first_of_node = {}
     for inst in cluster.instances:
@@ -106,7 +113,8 @@ def write_inputs(cluster: ClusterConfig, root: Path, flavor: str) -> InputPaths:
         raise InputError(f"astra-sim flavor: expected one of {', '.join(FLAVORS)}, got {flavor!r}")
     paths = InputPaths(root / "network" / "network.yml", root / "system" / "system.json",
                        root / "memory" / "memory_expansion.json", root / "comm_group" / "comm_group.json")
-    for path, text in ((paths.network, network_yml(cluster)), (paths.system, system_json(cluster)),
+    dims = upstream_dims(cluster) if flavor == "upstream" else None
+    for path, text in ((paths.network, network_yml(cluster, dims)), (paths.system, system_json(cluster, dims)),
                        (paths.memory, memory_json(cluster, flavor)), (paths.comm_group, comm_group_json(cluster))):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

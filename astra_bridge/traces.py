@@ -17,7 +17,9 @@ from .chakra.codec import (CollectiveCommType, coll_node, comp_node, global_meta
 
 
 def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_dim: bool,
-              first_id: int = 0) -> list:
+              first_id: int = 0, mem_cost_ns=None) -> list:
+    """mem_cost_ns(size) -> ns: with it, upstream traces leave out memory ops that take 0 ns
+    (upstream's event queue asserts on an event at the current tick; the fork accepts them)."""
     prog = graph.stages[stage]
     me = graph.npu(stage, rank)
     nodes, fused, fused_names = [], 0, []
@@ -51,19 +53,22 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
         elif op.kind is OpKind.RECV:
             add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, graph.batch_id)
         elif op.kind in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
+            if flavor == "upstream" and mem_cost_ns is not None and mem_cost_ns(op.size_bytes) == 0:
+                continue
             add(mem_node, op.name, op.kind is OpKind.MEM_STORE, op.size_bytes)
     flush()
     return nodes
 
 
-def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool) -> Path:
+def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool, mem_cost_ns=None) -> Path:
     """Write `<prefix>.<npu>.et` for every NPU of the graph's instance; returns the prefix."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file=f"instance{graph.instance}_batch{graph.batch_id}")
     for stage in range(graph.pp_size):
         for rank in range(graph.tp_size):
             npu = graph.npu(stage, rank)
-            write_et(f"{prefix}.{npu}.et", meta, npu_nodes(graph, stage, rank, flavor, multi_dim))
+            write_et(f"{prefix}.{npu}.et", meta, npu_nodes(graph, stage, rank, flavor, multi_dim,
+                                                           mem_cost_ns=mem_cost_ns))
     return prefix
 
 

@@ -6,16 +6,18 @@ isolation, and its per-stage busy times are cached; the pipeline overlap between
 composed on our side exactly as the embedded backend does (EmbeddedBackend.submit).
 """
 import hashlib
+import math
 import re
 import subprocess
 from pathlib import Path
 
 from llmsim.backends.embedded import EmbeddedBackend
+from llmsim.backends.network import mem_ns
 from llmsim.config.cluster import ClusterConfig
 from llmsim.graph.iteration import IterationGraph
 
-from .chakra.codec import global_metadata, write_et
-from .inputs import topology_dims, write_inputs
+from .chakra.codec import comp_node, global_metadata, write_et
+from .inputs import upstream_dims, write_inputs
 from .process import BackendError
 from .traces import write_graph
 
@@ -29,19 +31,23 @@ class UpstreamBackend(EmbeddedBackend):
         super().__init__(cluster)
         self.binary, self.workdir, self.timeout_s = Path(binary), Path(workdir), timeout_s
         self.paths = write_inputs(cluster, self.workdir, "upstream")
-        self.multi_dim = len(topology_dims(cluster)) > 1
-        self.total_npus = cluster.total_npus
+        self.multi_dim = len(upstream_dims(cluster)) > 1
+        self.total_npus = math.prod(upstream_dims(cluster))
         self._cache: dict[str, list[int]] = {}
         self.runs = 0
 
     def stage_busy(self, graph: IterationGraph) -> list[int]:
         prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"
-        write_graph(graph, prefix, "upstream", self.multi_dim)
-        # NPUs of other instances get an empty workload: upstream simulates the whole system.
+        host = self._host[graph.instance]
+        write_graph(graph, prefix, "upstream", self.multi_dim,
+                    mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size))
+        # Upstream simulates the whole system: other NPUs get a 1 us compute node (it rejects an
+        # empty workload); they exchange nothing with ours, so our timing is unaffected.
         mine = {graph.npu(s, r) for s in range(graph.pp_size) for r in range(graph.tp_size)}
+        idle = [comp_node("upstream", 0, "idle", 1000)]
         for npu in range(self.total_npus):
             if npu not in mine:
-                write_et(f"{prefix}.{npu}.et", global_metadata(schema="1.0.2-chakra.0.0.4"), [])
+                write_et(f"{prefix}.{npu}.et", global_metadata(schema="1.0.2-chakra.0.0.4"), idle)
         key = hashlib.sha256(b"".join(Path(f"{prefix}.{n}.et").read_bytes() for n in sorted(mine))).hexdigest()
         if key not in self._cache:
             finish = self._run(prefix, graph)

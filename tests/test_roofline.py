@@ -157,6 +157,7 @@ def test_seventy_b_on_eight_h100_as_tp2_pp4_runs_on_the_roofline(tmp_path):
     assert res.exit_code == 0, res.output
     assert "timing from the roofline model" in res.output
     assert len(read_rows(out)) == 10
-    meta = json.loads(open(f"{out}.meta.json").read())
+    with open(f"{out}.meta.json") as f:
+        meta = json.load(f)
     (inst,) = meta["instances"]
     assert inst["timing_source"] == "roofline" and inst["layers_per_stage"] == [20, 20, 20, 20]
