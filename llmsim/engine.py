@@ -208,7 +208,7 @@ class Engine:
                 batch, graph = formed
                 events: list[StageEvent] = self.backend.submit(graph, now)
                 self._stage0_busy[i] = True
-                self._push(events[0].end_ns, _STAGE0_FREE, i)
+                self._push(events[0].first_rank_end_ns, _STAGE0_FREE, i)
                 self._push(events[-1].end_ns, _BATCH_DONE, (i, batch.id))
                 self.record(batch, events)
         return self.result(now)

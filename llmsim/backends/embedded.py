@@ -3,8 +3,9 @@
 Each NPU runs its graphs one at a time in submission order, its ops serially. A stage after the
 first starts with a RECV that completes when the previous stage's SEND has delivered; the stages of
 consecutive batches therefore overlap (up to pp_size batches in flight), and bubbles and stage
-imbalance show in the timeline. All TP ranks of a stage run identical programs, so one timeline
-per stage stands for them.
+imbalance show in the timeline. The TP ranks of a stage run identical programs and meet at every
+all-reduce, so they share one timeline, except where ASTRA-Sim serialises them: their host-memory
+load (stage 0) and store (last stage) queue one after another at the host memory.
 """
 from dataclasses import dataclass
 
@@ -19,8 +20,9 @@ class StageEvent:
     stage: int
     npu: int
     batch_id: int
-    start_ns: int  # the stage starts computing (its input has arrived)
-    end_ns: int
+    start_ns: int  # the stage starts (its input has arrived)
+    end_ns: int  # its last rank is done
+    first_rank_end_ns: int = -1  # rank 0 is done (differs only by a queued host-memory store)
 
 
 class EmbeddedBackend:
@@ -36,7 +38,10 @@ class EmbeddedBackend:
         self._host = {i.index: cluster.cpu_mem[i.node] for i in cluster.instances}
         self._local_bw = {i.index: i.npu_mem.bw_gbps for i in cluster.instances}
         self._total_npus = cluster.total_npus
-        self._free = {i.index: [0] * i.pp_size for i in cluster.instances}
+        self._free = {i.index: [[0] * i.tp_size for _ in range(i.pp_size)] for i in cluster.instances}
+        # ASTRA-Sim's remote memory is one FIFO shared by every NPU (we write tensor_device 0):
+        # the busy intervals booked on it, oldest first.
+        self._host_busy: list[tuple[int, int]] = []
 
     def _op_ns(self, op, tp: int, host, local_bw: float) -> int:
         k = op.kind
@@ -47,9 +52,7 @@ class EmbeddedBackend:
                                      total_npus=self._total_npus)
         if k is OpKind.SEND:
             return p2p_ns(self._pp_link, op.size_bytes)
-        if k in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
-            return mem_ns(host.bw_gbps, host.latency_ns, op.size_bytes)
-        return 0  # RECV: waits, costs nothing itself
+        return 0  # RECV waits; host-memory ops are placed by submit (they queue across ranks)
 
     def stage_busy_ns(self, prog: StageProgram, tp: int, host, local_bw: float) -> int:
         """Time the stage's NPUs are busy once their RECV (if any) has completed."""
@@ -58,19 +61,51 @@ class EmbeddedBackend:
                 + prog.n_blocks * sum(f(o, tp, host, local_bw) for o in prog.block_ops)
                 + sum(f(o, tp, host, local_bw) for o in prog.tail_ops))
 
-    def stage_busy(self, graph: IterationGraph) -> list[int]:
+    def stage_times(self, graph: IterationGraph) -> list[tuple[int, int, int]]:
+        """Per stage: (busy ns between input and output, host load ns per rank, host store ns per rank)."""
         host, local_bw = self._host[graph.instance], self._local_bw[graph.instance]
-        return [self.stage_busy_ns(prog, graph.tp_size, host, local_bw) for prog in graph.stages]
+        out = []
+        for prog in graph.stages:
+            mem = lambda ops, kind: sum(mem_ns(host.bw_gbps, host.latency_ns, o.size_bytes) for o in ops if o.kind is kind)
+            out.append((self.stage_busy_ns(prog, graph.tp_size, host, local_bw),
+                        mem(prog.head_ops, OpKind.MEM_LOAD), mem(prog.tail_ops, OpKind.MEM_STORE)))
+        return out
 
     def submit(self, graph: IterationGraph, t_ns: int) -> list[StageEvent]:
         """Place the graph's stages on their NPUs' timelines (pipeline overlap composed here)."""
         free = self._free[graph.instance]
+        tp = graph.tp_size
         events = []
-        ready = t_ns  # when this stage's input is available
-        for prog, busy in zip(graph.stages, self.stage_busy(graph)):
-            begin = max(free[prog.stage], t_ns, ready)
-            end = begin + busy
-            free[prog.stage] = end
-            ready = end  # SEND is the stage's last op: the next stage's RECV completes with it
-            events.append(StageEvent(graph.instance, prog.stage, graph.npu(prog.stage), graph.batch_id, begin, end))
+        ready = [t_ns] * tp  # when each rank's input is available
+        for prog, (busy, load, store) in zip(graph.stages, self.stage_times(graph)):
+            begin = [max(free[prog.stage][r], t_ns, ready[r]) for r in range(tp)]
+            ends = self._queued(begin, load)  # ranks load the batch's input one after another
+            # ranks meet at every all-reduce, so the last one to start sets the pace
+            ends = [max(ends) + busy] * tp if tp > 1 else [ends[0] + busy]
+            ends = self._queued(ends, store)
+            free[prog.stage] = ends
+            ready = ends  # SEND is the stage's last op: the next stage's RECV completes with it
+            events.append(StageEvent(graph.instance, prog.stage, graph.npu(prog.stage), graph.batch_id,
+                                     min(begin), ends[-1], ends[0]))
         return events
+
+    def _queued(self, ready: list[int], each_ns: int) -> list[int]:
+        """Ranks passing (in rank order) through the host-memory FIFO, each_ns apiece. A request
+        waits for any booked transfer it would overlap; this is exact when requests are booked in
+        the order they are issued, and near it otherwise (transfers here last tens of ns)."""
+        if each_ns == 0:
+            return ready
+        busy = self._host_busy
+        horizon = min(ready)
+        while busy and busy[0][1] <= horizon - 1_000_000_000:
+            busy.pop(0)  # long past: cannot overlap anything submitted from now on
+        out = []
+        for t in ready:
+            start = t
+            for b0, b1 in busy:
+                if b0 < start + each_ns and start < b1:
+                    start = b1
+            busy.append((start, start + each_ns))
+            out.append(start + each_ns)
+        busy.sort()
+        return out
