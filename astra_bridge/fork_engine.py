@@ -31,6 +31,7 @@ class ForkEngine(Engine):
         # (so stage 0 can sleep until then) and records how far ASTRA-Sim's times differ from it.
         self.shadow = EmbeddedBackend(cluster)
         self._predicted: dict[tuple[int, int], int] = {}
+        self._sched_ns: dict[tuple[int, int], int] = {}
         self.completion_diff_ns: list[int] = []
 
     # -- files --------------------------------------------------------------------------------------
@@ -111,6 +112,7 @@ class ForkEngine(Engine):
                     if kind == "batch" and is_end:
                         self._complete(i, bid, now, stage_start)
                 seen[r.npu] = max(seen[r.npu], r.iteration)
+                self._check_overdue(now)
                 pp1_split = inst.config.pp_size == 1 and not (is_start and is_end)
                 start_npu = inst.config.first_npu
                 self.deliver_arrivals(now)
@@ -162,6 +164,17 @@ class ForkEngine(Engine):
             proc.close()
         return self.result(now)
 
+    def _check_overdue(self, now: int) -> None:
+        """A trace that cannot finish (a RECV without its SEND, say) makes ASTRA-Sim idle forward in
+        1 ms steps for ever: stop once a batch is far past the embedded model's prediction."""
+        for (i, bid), t in self._predicted.items():
+            start = self._sched_ns[(i, bid)]
+            if now - t > max(1_000_000_000, 10 * (t - start)):
+                cfg = self.cluster.instances[i]
+                npus = list(range(cfg.first_npu, cfg.first_npu + cfg.num_npus))
+                raise BackendError(f"instance {i} batch {bid} (NPUs {npus}) has not finished at {now} ns; predicted "
+                                   f"{t} ns: a hung trace (unmatched send/recv?) in {self._batch_prefix(i, bid)}.*.et")
+
     def _start_free(self, start_given: list, wait_until: int, now: int, i: int) -> bool:
         """pp=1: is the start NPU (the other rank of the same stage) done with its last workload?"""
         kind, bid = start_given[-1]
@@ -176,6 +189,7 @@ class ForkEngine(Engine):
         batch, graph = formed
         write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim)
         self._predicted[(i, batch.id)] = self.shadow.submit(graph, now)[-1].end_ns
+        self._sched_ns[(i, batch.id)] = now
         stage_start[(i, batch.id)] = now
         return batch.id
 
@@ -186,4 +200,5 @@ class ForkEngine(Engine):
         self.record(batch, [StageEvent(i, inst.config.pp_size - 1, inst.config.first_npu + inst.config.num_npus - 1,
                                        bid, stage_start.pop((i, bid)), now)])
         self.completion_diff_ns.append(now - self._predicted.pop((i, bid)))
+        self._sched_ns.pop((i, bid))
         self.complete_batch(i, bid, now)
