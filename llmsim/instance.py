@@ -127,7 +127,12 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path)
         reserved = lambda s: (activation_peak_bytes(model, inst.tp_size, fp, args.max_num_batched_tokens or max_model_len,
                                                     args.max_num_seqs or 1024, s == inst.pp_size - 1)
                               + DEFAULT_NON_TORCH_BYTES)
-    memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, inst.npu_mem.size_bytes,
+    device_bytes = inst.npu_mem.size_bytes
+    if args.kv_capacity == "vllm":
+        hw_file = hardware_dir(data_root) / f"{inst.hardware}.json"
+        usable = load_hardware(hw_file).usable_memory_bytes if hw_file.is_file() else None
+        device_bytes = min(device_bytes, usable or device_bytes)
+    memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, device_bytes,
                          args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks)
     timer, arch, note = _timer(inst, args, model, dtype, fp, kv_fp, data_root)
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)

@@ -30,3 +30,14 @@ def test_missing_run_folder_is_a_one_line_error(tmp_path):
     res = run_cli("validate", "--vllm-run", tmp_path / "nope")
     assert res.exit_code == 2
     assert "meta.json: not found" in res.output
+
+
+def test_capacity_model_without_the_logged_block_count(tmp_path):
+    # KV blocks from llmsim's vLLM capacity model instead of meta.json's 2,588 (reference: 3,400 at its default)
+    res = run_cli("validate", "--vllm-run", RUN, "--kv-blocks", "model", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "KV cache 2629 blocks" in res.output
+    with open(tmp_path / "table.csv") as f:
+        means = {r["metric"]: float(r["diff_pct"]) for r in csv.DictReader(f) if r["stat"] == "mean"}
+    # the reference at its default capacity: -20.7 % / +12.9 % / -12.5 %
+    assert abs(means["TTFT"]) < 2 and abs(means["TPOT"]) < 2 and abs(means["latency"]) < 2

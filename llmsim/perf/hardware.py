@@ -24,6 +24,9 @@ class HardwareSpec:
     link_bw_gbps: float  # GPU-to-GPU, as the vendor quotes it (same convention as cluster link_bw)
     link_latency_ns: float
     source: str
+    # What the CUDA driver reports as total memory (torch.cuda.mem_get_info), when measured: a little
+    # under the datasheet size. vLLM's KV capacity is a fraction of this.
+    usable_memory_bytes: int | None = None
     key: str = ""  # file stem, the cluster config's `hardware` string
     path: str = ""
 
@@ -88,6 +91,7 @@ def load_hardware(name_or_path: str | Path, hw_dir: Path | None = None) -> Hardw
         link_bw_gbps=_positive(f, "link_bw_gbps"),
         link_latency_ns=_positive(f, "link_latency_ns", allow_zero=True),
         source=source,
+        usable_memory_bytes=f.get("usable_memory_bytes", int, None, minimum=1),
         key=p.stem,
         path=str(p),
     )
