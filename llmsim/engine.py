@@ -123,6 +123,9 @@ class Engine:
     def deliver_arrivals(self, now: int) -> set[int]:
         """Route every request that arrived at or before now (released session calls included)."""
         reqs = self.requests
+        if (self._a >= len(reqs) or reqs[self._a].arrival_ns > now) and (
+                not self._released or self._released[0][0] > now):
+            return set()
         arrived = []
         while self._a < len(reqs) and reqs[self._a].arrival_ns <= now:
             arrived.append(reqs[self._a])
