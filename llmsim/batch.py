@@ -31,18 +31,18 @@ class Batch:
 
     @classmethod
     def build(cls, batch_id: int, instance: int, sched_ns: int, entries: list[Entry]) -> "Batch":
-        b = cls(batch_id, instance, sched_ns, entries)
         decode = []
+        total = prefill = kv_prefill = n_prefill = 0
         for e in entries:
-            b.total_len += e.num_new
-            if e.is_prefill:
-                b.prefill_tokens += e.num_new
-                b.kv_prefill += e.computed_before
-                b.num_prefill += 1
+            n = e.num_new
+            total += n
+            if n > 1:  # is_prefill, inlined: this runs for every request of every step
+                prefill += n
+                kv_prefill += e.computed_before
+                n_prefill += 1
             else:
                 decode.append(e.computed_before)
-        b.decode_histories = tuple(decode)
-        return b
+        return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill, tuple(decode), n_prefill)
 
     @property
     def num_reqs(self) -> int:

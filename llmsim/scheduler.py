@@ -78,28 +78,40 @@ class Scheduler:
         # Phase A: running requests, in admission order.
         i = 0
         running = self.running
+        pool = self.pool
+        bs = pool.block_size
+        hashing = pool.caching
+        threshold = self.threshold
         while i < len(running) and budget > 0:
             req = running[i]
-            num_new = req.num_tokens - req.num_computed
-            if num_new > budget:
-                num_new = budget
-            if 0 < self.threshold < num_new:
-                num_new = self.threshold
+            computed = req.num_computed
+            num_new = req.num_tokens - computed
             if num_new <= 0:
                 i += 1  # its previous step is still in flight
                 continue
-            while not self.pool.allocate(req, num_new):
-                victim = self.running.pop()
-                self._preempt(victim)
-                preempted = True
-                if victim is req:
-                    break
+            if num_new > budget:
+                num_new = budget
+            if 0 < threshold < num_new:
+                num_new = threshold
+            total = computed + num_new
+            if total <= len(req.blocks) * bs and not (hashing and req.token_ids is not None):
+                pass  # fits in the blocks it holds, nothing to index: allocate() would do nothing
             else:
-                scheduled.append(Entry(req, num_new, req.num_computed, req.num_preemptions))
-                budget -= num_new
-                i += 1
-                continue
-            break
+                while not pool.allocate(req, num_new):
+                    victim = running.pop()
+                    self._preempt(victim)
+                    preempted = True
+                    if victim is req:
+                        break
+                else:
+                    scheduled.append(Entry(req, num_new, computed, req.num_preemptions))
+                    budget -= num_new
+                    i += 1
+                    continue
+                break
+            scheduled.append(Entry(req, num_new, computed, req.num_preemptions))
+            budget -= num_new
+            i += 1
         # Phase B: admit waiting requests (FCFS), unless this step preempted.
         while not preempted and self.waiting and budget > 0:
             if len(self.running) >= self.max_num_seqs:

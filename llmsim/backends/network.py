@@ -3,6 +3,7 @@
 Pure functions of sizes and link figures; every result is integer ns.
 """
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..units import bytes_per_ns
 
@@ -27,6 +28,7 @@ def reduction_ns(size_bytes: int, local_mem_bw_gbps: float) -> int:
     return 3 * int(size_bytes / (local_mem_bw_gbps * 1e9) * 1e9)
 
 
+@lru_cache(maxsize=4096)  # pure; the same activation sizes recur every iteration
 def ring_allreduce_ns(link: Link, size_bytes: int, ranks: int, *, local_mem_bw_gbps: float,
                       endpoint_delay_ns: int = 10, splits: int = 1, total_npus: int = 0) -> int:
     """Ring all-reduce on one dimension of `ranks` NPUs, `size_bytes` the full tensor. As ASTRA-Sim's
