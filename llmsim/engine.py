@@ -11,6 +11,9 @@ from .router import Router
 
 # Completions are handled before stage frees, and both before new batches are formed at a tick.
 _BATCH_DONE, _STAGE0_FREE = 0, 1
+# Nothing runs before 1 ns: ASTRA-Sim (and so the reference) starts every NPU with a start-up
+# event of at least 1 ns, so a request arriving at 0 is scheduled at 1 on every backend.
+START_NS = 1
 
 
 @dataclass
@@ -191,6 +194,7 @@ class Engine:
             if t_heap is None and t_arr is None:
                 break
             now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
+            now = max(now, START_NS)
             self._heartbeats_before(now)
             touched = set()
             while self._heap and self._heap[0][0] == now:
