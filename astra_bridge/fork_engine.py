@@ -32,6 +32,7 @@ class ForkEngine(Engine):
         self.shadow = EmbeddedBackend(cluster)
         self._predicted: dict[tuple[int, int], int] = {}
         self._sched_ns: dict[tuple[int, int], int] = {}
+        self._end_ns = 0  # the last completion: the run's end, as on the embedded backend
         self.completion_diff_ns: list[int] = []
 
     # -- files --------------------------------------------------------------------------------------
@@ -46,16 +47,17 @@ class ForkEngine(Engine):
         return write_wait([inst_cfg.first_npu], self.workdir / "workload" / f"wait{self._waits}" / "llm",
                           "llmservingsim", until_ns - now, empty=others)
 
-    def _wake_time(self, now: int) -> int | None:
-        """When stage 0 should next look for work; None: answer `pass` (ASTRA-Sim polls it at its
-        next event), also when a batch is overdue against the prediction."""
-        if any(t <= now for t in self._predicted.values()):
+    def _wake_time(self, i: int, now: int) -> int | None:
+        """When instance i's stage 0 should next look for work: the next arrival or the predicted
+        completion of one of its batches. None: answer `pass` (ASTRA-Sim polls it at its next
+        event), also when one of its batches is overdue against the prediction."""
+        mine = [t for (inst, _), t in self._predicted.items() if inst == i]
+        if any(t <= now for t in mine):
             return None
-        times = list(self._predicted.values())
         nxt = self.next_arrival_ns()
         if nxt is not None and nxt > now:
-            times.append(nxt)
-        return min(times) if times else None
+            mine.append(nxt)
+        return min(mine) if mine else None
 
     def _command(self, paths, first_wait: Path) -> list[str]:
         starts = [str(i.first_npu) for i in self.cluster.instances]
@@ -90,6 +92,7 @@ class ForkEngine(Engine):
         early = [None] * len(self.instances)  # pp=1, tp>1: batch formed at the end NPU's report
         wait_until = [max(1, first)] * len(self.instances)
         stage_start = {}
+        reported: dict[tuple[int, int], set] = {}  # pp=1, tp>1: which rank has reported a batch
         proc = AstraProcess(self._command(paths, startup), str(self.workdir), self.timeout_s)
         now = 0
         try:
@@ -109,7 +112,15 @@ class ForkEngine(Engine):
                     kind, bid = given[r.npu][k]
                     if is_start:
                         stage0_busy[i] = False
-                    if kind == "batch" and is_end:
+                    if kind != "batch":
+                        continue
+                    if inst.config.pp_size == 1 and not (is_start and is_end):
+                        # both ranks of the only stage run it: done when the second one reports
+                        reported.setdefault((i, bid), set()).add(r.npu)
+                        if len(reported[(i, bid)]) == 2:
+                            del reported[(i, bid)]
+                            self._complete(i, bid, now, stage_start)
+                    elif is_end:
                         self._complete(i, bid, now, stage_start)
                 seen[r.npu] = max(seen[r.npu], r.iteration)
                 self._check_overdue(now)
@@ -117,15 +128,19 @@ class ForkEngine(Engine):
                 start_npu = inst.config.first_npu
                 self.deliver_arrivals(now)
                 if self._idle() and not self.batches:
-                    proc.answer("exit")
-                    break
+                    if all(seen[n] == len(given[n]) - 1 for n in role):
+                        proc.answer("exit")
+                        break
+                    proc.answer("pass")  # a wait workload is still running somewhere
+                    continue
                 answer = "pass"
                 if is_end and not is_start:
                     if for_end[i]:
                         bid = for_end[i].popleft()
                         given[r.npu].append(("batch", bid))
                         answer = str(self._batch_prefix(i, bid))
-                    elif pp1_split and early[i] is None and self._start_free(given[start_npu], wait_until[i], now, i):
+                    elif (pp1_split and early[i] is None
+                          and self._start_free(given[start_npu], seen[start_npu], wait_until[i], now)):
                         # Both TP ranks of the only stage are free now: form the batch at this report
                         # so the end rank starts it now too, not at the next event tick.
                         bid = self._form(i, now, stage_start)
@@ -150,7 +165,7 @@ class ForkEngine(Engine):
                         # event (any node finishing anywhere, or a 1 ms idle step), so an arrival
                         # would be taken in late. Instead it sleeps exactly until the next arrival
                         # or the predicted completion of a batch in flight, whichever comes first.
-                        t = self._wake_time(now)
+                        t = self._wake_time(i, now)
                         if t is not None:
                             given[r.npu].append(("wait", None))
                             wait_until[i] = t
@@ -162,7 +177,7 @@ class ForkEngine(Engine):
                 raise BackendError(f"ASTRA-Sim: {verdict}")
         finally:
             proc.close()
-        return self.result(now)
+        return self.result(self._end_ns)
 
     def _check_overdue(self, now: int) -> None:
         """A trace that cannot finish (a RECV without its SEND, say) makes ASTRA-Sim idle forward in
@@ -175,12 +190,13 @@ class ForkEngine(Engine):
                 raise BackendError(f"instance {i} batch {bid} (NPUs {npus}) has not finished at {now} ns; predicted "
                                    f"{t} ns: a hung trace (unmatched send/recv?) in {self._batch_prefix(i, bid)}.*.et")
 
-    def _start_free(self, start_given: list, wait_until: int, now: int, i: int) -> bool:
-        """pp=1: is the start NPU (the other rank of the same stage) done with its last workload?"""
-        kind, bid = start_given[-1]
+    def _start_free(self, start_given: list, start_seen: int, wait_until: int, now: int) -> bool:
+        """pp=1: is the start NPU (the other rank of the same stage) done with its last workload?
+        A wait ends exactly when we said; a batch only once that rank has reported it."""
+        kind, _ = start_given[-1]
         if kind == "wait":
             return wait_until <= now
-        return (i, bid) not in self.batches  # completed: the end rank just reported it
+        return start_seen == len(start_given) - 1
 
     def _form(self, i: int, now: int, stage_start: dict) -> int | None:
         formed = self.form_batch(i, now)
@@ -200,5 +216,6 @@ class ForkEngine(Engine):
         self.record(batch, [StageEvent(i, inst.config.pp_size - 1, inst.config.first_npu + inst.config.num_npus - 1,
                                        bid, stage_start.pop((i, bid)), now)])
         self.completion_diff_ns.append(now - self._predicted.pop((i, bid)))
+        self._end_ns = max(self._end_ns, now)
         self._sched_ns.pop((i, bid))
         self.complete_batch(i, bid, now)

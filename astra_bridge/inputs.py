@@ -4,6 +4,7 @@ Byte-compatible with what LLMServingSim writes for the same configs (captured ex
 tests/data/astra-inputs/). Pure functions returning text; `write_inputs` is the only side effect.
 """
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,11 @@ class InputPaths:
 def write_inputs(cluster: ClusterConfig, root: Path, flavor: str) -> InputPaths:
     if flavor not in FLAVORS:
         raise InputError(f"astra-sim flavor: expected one of {', '.join(FLAVORS)}, got {flavor!r}")
+    dims = topology_dims(cluster)
+    if math.prod(dims) != cluster.total_npus:
+        tps = sorted({i.tp_size for i in cluster.instances})
+        raise InputError(f"{cluster.path}: the ASTRA-Sim topology {dims} cannot hold {cluster.total_npus} NPUs: "
+                         f"the bridge needs one layout for all instances (tp_size {tps}); use --backend embedded")
     paths = InputPaths(root / "network" / "network.yml", root / "system" / "system.json",
                        root / "memory" / "memory_expansion.json", root / "comm_group" / "comm_group.json")
     dims = upstream_dims(cluster) if flavor == "upstream" else None

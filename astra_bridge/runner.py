@@ -4,6 +4,7 @@ import tempfile
 from pathlib import Path
 
 from llmsim.engine import Engine
+from llmsim.errors import InputError
 
 from .binary import find_binary
 from .fork_engine import ForkEngine
@@ -17,7 +18,10 @@ def astra_engine(sim, *, flavor: str, binary: str | None, workdir: str | None, t
     found = find_binary(binary, flavor)
     tmp = None if workdir else tempfile.mkdtemp(prefix="llmsim-astra-")
     wd = Path(workdir or tmp)
-    wd.mkdir(parents=True, exist_ok=True)
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{wd}: cannot use as the ASTRA-Sim run folder ({e.strerror})") from None
     if flavor == "llmservingsim":
         engine = ForkEngine(sim.instances, sim.cluster, sim.requests, binary=found.path, workdir=wd,
                             timeout_s=timeout_s, **engine_kw)
@@ -32,6 +36,10 @@ def trace_dumper(cluster, folder: str, flavor: str):
     """on_graph callback: every iteration's per-NPU .et files under folder/instance<i>_batch<b>/."""
     multi = len(topology_dims(cluster)) > 1
     root = Path(folder)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{root}: cannot write traces there ({e.strerror})") from None
 
     def dump(graph):
         write_graph(graph, root / f"instance{graph.instance}_batch{graph.batch_id}" / "llm", flavor, multi)

@@ -18,8 +18,7 @@ from .chakra.codec import (CollectiveCommType, coll_node, comp_node, global_meta
 
 def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_dim: bool,
               first_id: int = 0, mem_cost_ns=None) -> list:
-    """mem_cost_ns(size) -> ns: with it, upstream traces leave out memory ops that take 0 ns
-    (upstream's event queue asserts on an event at the current tick; the fork accepts them)."""
+    """mem_cost_ns(size) -> ns: with it, upstream traces fold host-memory ops into compute time."""
     prog = graph.stages[stage]
     me = graph.npu(stage, rank)
     nodes, fused, fused_names = [], 0, []
@@ -36,6 +35,12 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
         fused, fused_names = 0, []
 
     for row, op in enumerate(prog.ops()):
+        if flavor == "upstream" and mem_cost_ns is not None and op.kind in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
+            # Upstream's remote-memory model asserts on 0 ns events and crashes on MEM nodes with
+            # tp > 1: the transfer's time is folded into the neighbouring compute run instead.
+            fused += mem_cost_ns(op.size_bytes)
+            fused_names.append(op.name)
+            continue
         if op.kind is OpKind.COMPUTE:
             name = f"{op.name}_{row}"  # row index within the stage, as the reference names rows
             if flavor == "upstream":
@@ -53,8 +58,6 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
         elif op.kind is OpKind.RECV:
             add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, graph.batch_id)
         elif op.kind in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
-            if flavor == "upstream" and mem_cost_ns is not None and mem_cost_ns(op.size_bytes) == 0:
-                continue
             add(mem_node, op.name, op.kind is OpKind.MEM_STORE, op.size_bytes)
     flush()
     return nodes

@@ -2,6 +2,7 @@
 `llmsim validate` compares a simulation with a recorded vLLM run."""
 import functools
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -72,6 +73,8 @@ def user_errors(f):
         logging.basicConfig(format="[%(levelname)s] %(message)s", level=logging.WARNING)
         warnings.simplefilter("default")
         warnings.formatwarning = lambda msg, cat, *args, **kw: f"[WARNING] {msg}\n"
+        # SIGTERM (timeout, docker stop) unwinds like Ctrl-C, so temp folders and ASTRA-Sim go too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             return f(*a, **k)
         except InputError as e:

@@ -52,8 +52,9 @@ def load_vllm_run(path: str | Path) -> VllmRun:
                 reqs.append({k: r[k] for k in ("output_toks", "queued_ts", "first_token_ts", "last_token_ts")})
             except json.JSONDecodeError as e:
                 raise InputError(f"{req_path}: line {lineno}: invalid JSON ({e.msg})") from None
-            except KeyError as e:
-                raise InputError(f"{req_path}: line {lineno}: missing field {e}") from None
+            except (KeyError, TypeError) as e:
+                raise InputError(f"{req_path}: line {lineno}: expected an object with output_toks, queued_ts, "
+                                 f"first_token_ts, last_token_ts ({e})") from None
     ts_path = vdir / "timeseries.csv"
     ts = []
     if ts_path.is_file():

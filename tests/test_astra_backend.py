@@ -144,3 +144,25 @@ def test_real_build_runs_to_completion_and_agrees(tmp_path, cfg):
         # ring with ns-level offsets: within 0.5 % of latency
         for x, y in zip(a, b):
             assert abs(int(x["latency"]) - int(y["latency"])) <= 0.005 * int(x["latency"])
+
+
+def test_tp2_single_stage_runs_through_the_stand_in(tmp_path):
+    # pp=1, tp=2: a batch is done when both ranks have reported it
+    cfg = "configs/cluster/single_node_tp2_instance.json"
+    res, emb = _run(tmp_path, cfg, name="embedded")
+    res, fork = _run(tmp_path, cfg, "--backend", "astra-sim", "--astra-sim-bin", shim(tmp_path), name="fork")
+    assert res.exit_code == 0, res.output
+    for x, y in zip(read_rows(emb), read_rows(fork)):
+        assert x["request id"] == y["request id"]
+        assert abs(int(x["latency"]) - int(y["latency"])) <= 1000  # ns: ranks' host-memory queueing
+
+
+def test_mixed_tp_sizes_are_refused_by_the_bridge(tmp_path):
+    import json
+
+    cfg = json.load(open("configs/cluster/single_node_multi_instance.json"))
+    cfg["nodes"][0]["instances"][1].update(tp_size=2, num_npus=2)
+    p = tmp_path / "mixed.json"
+    p.write_text(json.dumps(cfg))
+    res, _ = _run(tmp_path, p, "--backend", "astra-sim", "--astra-sim-bin", shim(tmp_path))
+    assert res.exit_code == 2 and "the bridge needs one layout for all instances" in res.output
