@@ -94,9 +94,8 @@ class Scheduler:
             if 0 < threshold < num_new:
                 num_new = threshold
             total = computed + num_new
-            if total <= len(req.blocks) * bs and not (hashing and req.token_ids is not None):
-                pass  # fits in the blocks it holds, nothing to index: allocate() would do nothing
-            else:
+            # A step that fits the blocks it holds with nothing to index needs no allocate() call.
+            if total > len(req.blocks) * bs or (hashing and req.token_ids is not None):
                 while not pool.allocate(req, num_new):
                     victim = running.pop()
                     self._preempt(victim)
@@ -104,14 +103,15 @@ class Scheduler:
                     if victim is req:
                         break
                 else:
-                    scheduled.append(Entry(req, num_new, computed, req.num_preemptions))
-                    budget -= num_new
-                    i += 1
-                    continue
-                break
+                    victim = None
+                if preempted and victim is req:
+                    break
+            # Running requests were scheduled before (first_sched_ns is set): advance them now.
+            req.num_computed = total
             scheduled.append(Entry(req, num_new, computed, req.num_preemptions))
             budget -= num_new
             i += 1
+        n_running_entries = len(scheduled)
         # Phase B: admit waiting requests (FCFS), unless this step preempted.
         while not preempted and self.waiting and budget > 0:
             if len(self.running) >= self.max_num_seqs:
@@ -146,7 +146,7 @@ class Scheduler:
             budget -= num_new
         if not scheduled:
             return None
-        for e in scheduled:
+        for e in scheduled[n_running_entries:]:  # admitted in Phase B
             if e.req.first_sched_ns < 0:
                 e.req.first_sched_ns = now_ns
             e.req.num_computed = e.computed_before + e.num_new
