@@ -1,5 +1,5 @@
 """A scheduled iteration: which requests run how many new tokens."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .request import Request
 
@@ -19,6 +19,8 @@ class Entry:
 
 @dataclass(eq=False)
 class Batch:
+    """Per-request entries, plus (fast path) decode lanes that stand for many one-token entries.
+    Timers read only the summary fields, which cover both."""
     id: int
     instance: int
     sched_ns: int
@@ -26,8 +28,14 @@ class Batch:
     total_len: int = 0
     prefill_tokens: int = 0  # sum of prefill chunk lengths
     kv_prefill: int = 0  # sum of prefill histories
-    decode_histories: tuple[int, ...] = ()
     num_prefill: int = 0
+    # decode requests' histories (tokens already computed): count, sum, max, min
+    n_decode: int = 0
+    kd_sum: int = 0
+    kd_max: int = 0
+    kd_min: int = 0
+    lanes: list = field(default_factory=list)  # (lane, formation index) pairs; see decode_lanes.py
+    num_reqs: int = 0
 
     @classmethod
     def build(cls, batch_id: int, instance: int, sched_ns: int, entries: list[Entry]) -> "Batch":
@@ -42,12 +50,21 @@ class Batch:
                 n_prefill += 1
             else:
                 decode.append(e.computed_before)
-        return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill, tuple(decode), n_prefill)
+        if decode:
+            return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill, n_prefill,
+                       len(decode), sum(decode), max(decode), min(decode), num_reqs=len(entries))
+        return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill, n_prefill, num_reqs=len(entries))
 
-    @property
-    def num_reqs(self) -> int:
-        return len(self.entries)
+    def add_decode(self, n: int, kd_sum: int, kd_max: int, kd_min: int) -> None:
+        """Fold n one-token decode entries with these history statistics into the summary."""
+        if self.n_decode:
+            kd_max, kd_min = max(kd_max, self.kd_max), min(kd_min, self.kd_min)
+        self.n_decode += n
+        self.kd_sum += kd_sum
+        self.kd_max, self.kd_min = kd_max, kd_min
+        self.total_len += n
+        self.num_reqs += n
 
     @property
     def decode_tokens(self) -> int:
-        return len(self.decode_histories)
+        return self.n_decode

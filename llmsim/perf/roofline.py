@@ -64,14 +64,20 @@ class AttnShape:
     @classmethod
     def of(cls, prefills, decode_histories) -> "AttnShape":
         """prefills: (chunk, history) pairs; decode_histories: tokens before each decode step."""
+        n = len(decode_histories)
+        return cls.from_stats(prefills, n, sum(decode_histories), max(decode_histories) if n else 0)
+
+    @classmethod
+    def from_stats(cls, prefills, n_decode: int, kd_sum: int, kd_max: int) -> "AttnShape":
+        """As of(), from the decode histories' count, sum and maximum."""
         q = ctx = kv = tiled = top = 0
         for c, k in prefills:
             q, ctx, kv, top = q + c, ctx + c * k + c * (c + 1) // 2, kv + k + c, max(top, k + c)  # query i sees k+i+1
             full, rest = divmod(c, Q_TILE)  # full tile j (0-based) sees k + (j + 1) * Q_TILE keys
             tiled += Q_TILE * (full * k + Q_TILE * full * (full + 1) // 2) + (Q_TILE * (k + c) if rest else 0)
-        n, dctx = len(decode_histories), sum(decode_histories) + len(decode_histories)
+        n, dctx = n_decode, kd_sum + n_decode
         if n:
-            top = max(top, max(decode_histories) + 1)
+            top = max(top, kd_max + 1)
         return cls(q, ctx, kv, n, dctx, tiled + Q_TILE * dctx, top)
 
     @property
@@ -200,26 +206,35 @@ class RooflineTimer:
         fl, by = op_cost(self.model, layer, tokens, seqs, None, self.tp, self.fp, self.kv_fp)
         return max(1, int(op_time_ns(fl, by, self.peak, self.bw, self.eff[CATEGORY[layer]])))
 
-    def durations(self, batch: Batch) -> dict[str, int]:
-        # Dense and per-sequence ops depend only on (tokens, requests): cached. Attention changes
-        # every decode step (histories grow), and costs a few arithmetic operations anyway.
-        key = (batch.total_len, batch.num_reqs)
+    def base_durations(self, total_len: int, num_reqs: int) -> dict[str, int]:
+        """Dense and per-sequence ops depend only on (tokens, requests): cached."""
+        key = (total_len, num_reqs)
         base = self._cache.get(key)
         if base is None:
-            tokens = max(1, batch.total_len)
-            base = {l: self._ns(l, tokens, batch.num_reqs) for l in self._dense + self._per_seq}
+            tokens = max(1, total_len)
+            base = {l: self._ns(l, tokens, num_reqs) for l in self._dense + self._per_seq}
             if len(self._cache) >= 1 << 16:
                 self._cache.clear()
             self._cache[key] = base
-        out = dict(base)
-        if self._attn:
-            a = AttnShape.of([(e.num_new, e.computed_before) for e in batch.entries if e.is_prefill],
-                             batch.decode_histories)
-            if a.query_tokens:
-                t = max(1, int(attention_time_ns(self.model, a, self.tp, self.fp, self.kv_fp, self.peak, self.bw,
-                                                 self.eff["attention_prefill"], self.eff["attention_decode"])))
-                for l in self._attn:
-                    out[l] = t
+        return dict(base)
+
+    def attention_ns(self, batch: Batch) -> int:
+        """Each attention layer's duration (it changes every decode step); 0 = no attention op."""
+        if not self._attn:
+            return 0
+        a = AttnShape.from_stats([(e.num_new, e.computed_before) for e in batch.entries if e.is_prefill],
+                                 batch.n_decode, batch.kd_sum, batch.kd_max)
+        if not a.query_tokens:
+            return 0
+        return max(1, int(attention_time_ns(self.model, a, self.tp, self.fp, self.kv_fp, self.peak, self.bw,
+                                            self.eff["attention_prefill"], self.eff["attention_decode"])))
+
+    def durations(self, batch: Batch) -> dict[str, int]:
+        out = self.base_durations(batch.total_len, batch.num_reqs)
+        t = self.attention_ns(batch)
+        if t > 0:
+            for l in self._attn:
+                out[l] = t
         return out
 
     def describe(self) -> str:

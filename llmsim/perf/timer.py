@@ -21,15 +21,25 @@ class ProfileTimer:
     def describe(self) -> str:
         return f"measured profile {self.bundle.hardware}/{self.bundle.variant}/tp{self.bundle.tp}"
 
-    def durations(self, batch: Batch) -> dict[str, int]:
+    def base_durations(self, total_len: int, num_reqs: int) -> dict[str, int]:
+        """Every layer but attention: they depend only on (batch tokens, requests)."""
         b = self.bundle
-        out = {l: b.dense_ns(l, max(1, batch.total_len)) for l in self._dense}
-        seqs = batch.num_reqs
+        out = {l: b.dense_ns(l, max(1, total_len)) for l in self._dense}
         for l in self._per_seq:
-            out[l] = b.per_sequence_ns(l, seqs)
-        if self._attn:
-            t = b.attention_ns(batch.prefill_tokens, batch.kv_prefill, batch.decode_histories)
-            if t > 0:
-                for l in self._attn:
-                    out[l] = t
+            out[l] = b.per_sequence_ns(l, num_reqs)
+        return out
+
+    def attention_ns(self, batch: Batch) -> int:
+        """Each attention layer's duration; 0 when the bundle has no row (the layer is skipped)."""
+        if not self._attn:
+            return 0
+        return self.bundle.attention_ns_from_stats(batch.prefill_tokens, batch.kv_prefill, batch.n_decode,
+                                                   batch.kd_sum, batch.kd_max, batch.kd_min)
+
+    def durations(self, batch: Batch) -> dict[str, int]:
+        out = self.base_durations(batch.total_len, batch.num_reqs)
+        t = self.attention_ns(batch)
+        if t > 0:
+            for l in self._attn:
+                out[l] = t
         return out
