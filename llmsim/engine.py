@@ -2,9 +2,10 @@
 import heapq
 from dataclasses import dataclass, field
 
-from .backends.embedded import StageEvent
+from .backends.embedded import EmbeddedBackend, StageEvent
 from .batch import Batch
 from .graph.builder import build_graph
+from .graph.stage_cost import StageCosts
 from .instance import Instance
 from .request import Request
 from .router import Router
@@ -68,6 +69,12 @@ class Engine:
         self._released: list = []  # session calls released by a completion: (t, id, request)
         self._seq = 0
         self._stage0_busy = [False] * len(instances)
+        # The embedded backend needs only per-stage times, cached per batch shape; graphs are
+        # built when something consumes them (trace dumps, a backend that times graphs itself).
+        self._costs = None
+        if (on_graph is None and isinstance(backend, EmbeddedBackend)
+                and type(backend).stage_times is EmbeddedBackend.stage_times):
+            self._costs = [StageCosts(i.layout, i.timer, backend) for i in instances]
 
     def _push(self, t: int, kind: int, payload) -> None:
         heapq.heappush(self._heap, (t, kind, self._seq, payload))
@@ -148,14 +155,17 @@ class Engine:
             touched.add(i)
         return touched
 
-    def form_batch(self, i: int, now: int):
-        """Ask instance i's scheduler for a batch; returns (batch, graph) or None."""
+    def form_batch(self, i: int, now: int, want_graph: bool = True):
+        """Ask instance i's scheduler for a batch; returns (batch, graph or None) or None."""
         inst = self.instances[i]
         batch = inst.scheduler.schedule(now)
         if batch is None:
             return None
         self._last_batch_reqs = batch.num_reqs
         self.iterations += 1
+        if not want_graph:
+            self.batches[(i, batch.id)] = batch
+            return batch, None
         graph = self._graph(inst, batch)
         if self.on_graph:
             self.on_graph(graph)
@@ -187,6 +197,7 @@ class Engine:
     # -- the embedded backend's loop: it returns stage times when a graph is submitted -------------
     def run(self) -> SimResult:
         self._reset()
+        costs = self._costs
         now = 0
         while True:
             t_heap = self._heap[0][0] if self._heap else None
@@ -209,11 +220,15 @@ class Engine:
             for i in sorted(touched):
                 if self._stage0_busy[i]:
                     continue
-                formed = self.form_batch(i, now)
+                formed = self.form_batch(i, now, want_graph=costs is None)
                 if formed is None:
                     continue
                 batch, graph = formed
-                events: list[StageEvent] = self.backend.submit(graph, now)
+                if costs is None:
+                    events: list[StageEvent] = self.backend.submit(graph, now)
+                else:
+                    lay = self.instances[i].layout
+                    events = self.backend.place(i, lay.first_npu, lay.tp_size, batch.id, costs[i].times(batch), now)
                 self._stage0_busy[i] = True
                 self._push(events[0].first_rank_end_ns, _STAGE0_FREE, i)
                 self._push(events[-1].end_ns, _BATCH_DONE, (i, batch.id))

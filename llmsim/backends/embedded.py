@@ -74,21 +74,24 @@ class EmbeddedBackend:
         return out
 
     def submit(self, graph: IterationGraph, t_ns: int) -> list[StageEvent]:
-        """Place the graph's stages on their NPUs' timelines (pipeline overlap composed here)."""
-        free = self._free[graph.instance]
-        tp = graph.tp_size
+        return self.place(graph.instance, graph.first_npu, graph.tp_size, graph.batch_id,
+                          self.stage_times(graph), t_ns)
+
+    def place(self, instance: int, first_npu: int, tp: int, batch_id: int,
+              times: list[tuple[int, int, int]], t_ns: int) -> list[StageEvent]:
+        """Place a batch's stages, given stage_times(), on their NPUs' timelines (pipeline overlap composed here)."""
+        free = self._free[instance]
         events = []
         ready = [t_ns] * tp  # when each rank's input is available
-        for prog, (busy, load, store) in zip(graph.stages, self.stage_times(graph)):
-            begin = [max(free[prog.stage][r], t_ns, ready[r]) for r in range(tp)]
+        for stage, (busy, load, store) in enumerate(times):
+            begin = [max(free[stage][r], t_ns, ready[r]) for r in range(tp)]
             ends = self._queued(begin, load)  # ranks load the batch's input one after another
             # ranks meet at every all-reduce, so the last one to start sets the pace
             ends = [max(ends) + busy] * tp if tp > 1 else [ends[0] + busy]
             ends = self._queued(ends, store)
-            free[prog.stage] = ends
+            free[stage] = ends
             ready = ends  # SEND is the stage's last op: the next stage's RECV completes with it
-            events.append(StageEvent(graph.instance, prog.stage, graph.npu(prog.stage), graph.batch_id,
-                                     min(begin), ends[-1], ends[0]))
+            events.append(StageEvent(instance, stage, first_npu + stage * tp, batch_id, min(begin), ends[-1], ends[0]))
         return events
 
     def _queued(self, ready: list[int], each_ns: int) -> list[int]:

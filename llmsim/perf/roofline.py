@@ -237,5 +237,9 @@ class RooflineTimer:
                 out[l] = t
         return out
 
+    @property
+    def attention_layers(self) -> list[str]:
+        return self._attn
+
     def describe(self) -> str:
         return f"roofline on {self.hw.key} ({self.hw.name}), tp={self.tp}"

@@ -18,6 +18,10 @@ class ProfileTimer:
         self._attn = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "attention"]
         self.skipped = sorted(l for l in dict.fromkeys(layers) if l not in bundle.layers and arch.category.get(l) != "attention")
 
+    @property
+    def attention_layers(self) -> list[str]:
+        return self._attn
+
     def describe(self) -> str:
         return f"measured profile {self.bundle.hardware}/{self.bundle.variant}/tp{self.bundle.tp}"
 
