@@ -118,6 +118,8 @@ def announce(sim, quiet: bool) -> None:
 @click.option("--dump-traces", default=None, help="Write every iteration's per-NPU Chakra .et files here.")
 @click.option("--trace-flavor", type=click.Choice(["llmservingsim", "upstream"]), default="llmservingsim",
               show_default=True, help="Node numbering and duration unit of --dump-traces.")
+@click.option("--fast-path/--no-fast-path", default=True, show_default=True,
+              help="Decode lanes (same results, faster); --no-fast-path runs the plain scheduler for checks.")
 @click.option("--quiet", is_flag=True, help="No [INFO] lines and no summary.")
 @click.pass_context
 @user_errors
@@ -132,7 +134,7 @@ def _simulate(o: dict) -> None:
     for path, what in ((output, "output"), (iteration_log, "iteration log")):
         if path:
             metrics.check_writable(path, what)
-    sim = prepare(o["cluster_config"], engine_args(o), o["dataset"], o["num_reqs"])
+    sim = prepare(o["cluster_config"], engine_args(o), o["dataset"], o["num_reqs"], fast_path=o["fast_path"])
     announce(sim, quiet)
     interval_ns = 0 if quiet else int(round(o["log_interval"] * NS_PER_S))
     on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None

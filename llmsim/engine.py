@@ -182,6 +182,7 @@ class Engine:
         unfinished = self.unfinished
         for inst in self.instances:
             s = inst.scheduler
+            s.settle()
             for req in list(s.running) + list(s.waiting):
                 unfinished.append((req, "left in the queue when the run ended (scheduler could not admit it)"))
         for req, _ in list(unfinished):

@@ -16,6 +16,7 @@ from .perf.profile import ProfileBundle, ProfileError
 from .perf.hardware import available_hardware, hardware_dir, load_hardware
 from .perf.roofline import RooflineTimer
 from .perf.timer import ProfileTimer
+from .decode_lanes import LaneScheduler
 from .scheduler import Scheduler
 
 log = logging.getLogger("llmsim")
@@ -111,7 +112,7 @@ def _timer(inst, args, model, dtype, fp, kv_fp, data_root: Path):
     return timer, arch, note
 
 
-def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path) -> Instance:
+def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path, fast_path: bool = True) -> Instance:
     args = base_args.with_overrides(inst.overrides)
     if inst.mem_util is not None:
         args = replace(args, npu_memory_utilization=inst.mem_util)
@@ -137,7 +138,7 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path)
     timer, arch, note = _timer(inst, args, model, dtype, fp, kv_fp, data_root)
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
-    sched = Scheduler(inst.index, args, pool, inst.pp_size, max_model_len)
+    sched = (LaneScheduler if fast_path else Scheduler)(inst.index, args, pool, inst.pp_size, max_model_len)
     if timer.skipped:  # as the reference does: a layer the bundle never measured costs nothing
         missing = f"layers {', '.join(timer.skipped)} are not timed by {timer.describe()}"
         note = f"{note}; {missing}" if note else f"instance {inst.index}: {missing}"

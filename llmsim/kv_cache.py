@@ -92,16 +92,24 @@ class BlockPool:
             req.blocks.append(b)
         if hits:
             req.num_hashed_blocks = len(req.blocks)
-        for _ in range(self.blocks_for(total) - len(req.blocks)):
-            b, _ = self._free.popitem(last=False)
-            old = self._hash_of.pop(b, None)
+        req.blocks += self.take(self.blocks_for(total) - len(req.blocks))
+        self._index(req, min(total, req.num_tokens))
+        return True
+
+    def take(self, n: int) -> list[int]:
+        """n blocks from the head of the free list (evicting their cached hashes), referenced once.
+        The caller has checked n <= num_free."""
+        out = []
+        free, hash_of, ref = self._free, self._hash_of, self._ref
+        for _ in range(n):
+            b, _ = free.popitem(last=False)
+            old = hash_of.pop(b, None)
             if old is not None:
                 del self._block_of[old]
                 self._free_hashed -= 1
-            self._ref[b] = 1
-            req.blocks.append(b)
-        self._index(req, min(total, req.num_tokens))
-        return True
+            ref[b] = 1
+            out.append(b)
+        return out
 
     def index(self, req: Request) -> None:
         self._index(req, min(req.num_computed, req.num_tokens))

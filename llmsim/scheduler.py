@@ -112,24 +112,39 @@ class Scheduler:
             budget -= num_new
             i += 1
         n_running_entries = len(scheduled)
-        # Phase B: admit waiting requests (FCFS), unless this step preempted.
-        while not preempted and self.waiting and budget > 0:
+        if not preempted:
+            budget = self._admit_waiting(budget, scheduled)
+        if not scheduled:
+            return None
+        for e in scheduled[n_running_entries:]:  # admitted in Phase B
+            if e.req.first_sched_ns < 0:
+                e.req.first_sched_ns = now_ns
+            e.req.num_computed = e.computed_before + e.num_new
+        batch = Batch.build(self.next_batch_id, self.instance, now_ns, scheduled)
+        self.next_batch_id += 1
+        self.inflight.append(batch)
+        return batch
+
+    def _admit_waiting(self, budget: int, scheduled: list[Entry]) -> int:
+        """Phase B: admit waiting requests (FCFS) while budget, sequence cap and blocks allow."""
+        pool = self.pool
+        while self.waiting and budget > 0:
             if len(self.running) >= self.max_num_seqs:
                 break
             req = self.waiting[0]
-            hits = self.pool.lookup(req) if req.num_computed == 0 else []
-            computed = req.num_computed + len(hits) * self.pool.block_size
+            hits = pool.lookup(req) if req.num_computed == 0 else []
+            computed = req.num_computed + len(hits) * pool.block_size
             num_new = self._cap(req.num_tokens - computed)
             if not self.chunked and num_new > budget:
                 break
             num_new = min(num_new, budget)
             if num_new <= 0:
                 break
-            if self.reserve_full_isl and not self.pool.can_fit(max(req.num_tokens, computed), hits, len(req.blocks)):
+            if self.reserve_full_isl and not pool.can_fit(max(req.num_tokens, computed), hits, len(req.blocks)):
                 break
             req.num_computed = computed
-            if not self.pool.allocate(req, num_new, hits):
-                req.num_computed -= len(hits) * self.pool.block_size
+            if not pool.allocate(req, num_new, hits):
+                req.num_computed -= len(hits) * pool.block_size
                 break
             self.waiting.popleft()
             if req.status is Status.PREEMPTED:
@@ -142,18 +157,16 @@ class Scheduler:
                 self.stats.prefix_hit_tokens += computed
             req.status = Status.RUNNING
             self.running.append(req)
+            self._admitted(req)
             scheduled.append(Entry(req, num_new, computed, req.num_preemptions))
             budget -= num_new
-        if not scheduled:
-            return None
-        for e in scheduled[n_running_entries:]:  # admitted in Phase B
-            if e.req.first_sched_ns < 0:
-                e.req.first_sched_ns = now_ns
-            e.req.num_computed = e.computed_before + e.num_new
-        batch = Batch.build(self.next_batch_id, self.instance, now_ns, scheduled)
-        self.next_batch_id += 1
-        self.inflight.append(batch)
-        return batch
+        return budget
+
+    def _admitted(self, req: Request) -> None:
+        """Hook for a request just appended to the running list."""
+
+    def settle(self) -> None:
+        """Bring every request's fields up to date (the fast path defers some); here they always are."""
 
     def complete(self, batch: Batch, t_ns: int) -> Completion:
         """The batch's last stage finished at t_ns: stamp tokens, retire finished requests."""

@@ -23,10 +23,12 @@ def synthetic_requests(n_instances: int) -> list[Request]:
     return [Request(id=i, arrival_ns=0, prompt_len=64, output_len=64) for i in range(16 * n_instances)]
 
 
-def prepare(cluster_config: str, args: EngineArgs, dataset: str | None, num_reqs: int = 0) -> Simulation:
+def prepare(cluster_config: str, args: EngineArgs, dataset: str | None, num_reqs: int = 0,
+            fast_path: bool = True) -> Simulation:
+    """fast_path=False runs the plain scheduler (same results, slower: the reference for tests)."""
     cluster = load_cluster_config(cluster_config)
     root = data_root()
-    instances = [build_instance(ic, args, root) for ic in cluster.instances]
+    instances = [build_instance(ic, args, root, fast_path) for ic in cluster.instances]
     caching = any(i.args.enable_prefix_caching for i in instances)
     requests = load_workload(dataset, num_reqs, with_token_ids=caching) if dataset else synthetic_requests(len(instances))
     return Simulation(cluster, instances, requests)

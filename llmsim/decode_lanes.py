@@ -1,0 +1,256 @@
+"""The scheduler's fast path: decode lanes.
+
+In steady serving most requests of a batch run one decode token, and the same requests run
+together step after step (one group per pipeline slot). A lane stands for such a group: one
+object advanced once per step instead of every member's counters, KV blocks and ITL list. A
+member's own fields are brought up to date (materialised) when it leaves: when it finishes, when
+its lane merges into another, or before a step the lane cannot reproduce, which then runs the
+plain scheduler's code (scheduler.py) on fully materialised state.
+
+Exactness. A step is formed the lane way only when the plain scheduler provably schedules every
+ready request whole (their tokens fit the budget) and every allocation succeeds (blocks needed
+<= free): then the order of allocations inside the step cannot matter, because lane members
+never touch the prefix cache (they join only when it is off or they carry no token ids), so
+whichever member a fresh block goes to is a relabelling. Steps with a hashing request, a
+truncating budget or a KV shortage (preemption) run the plain code. tests/test_fast_path.py runs
+both paths on several workloads and compares the outputs byte for byte.
+"""
+import heapq
+from array import array
+from bisect import bisect_left, insort
+
+from .batch import Batch, Entry
+from .request import Request, Status
+from .scheduler import Completion, Scheduler
+
+
+class Lane:
+    """Requests that decode together. A member's live counters are its stored ones plus the
+    lane's formations (num_computed) and completions (num_tokens) since it joined."""
+
+    __slots__ = ("bs", "members", "sched", "done", "times", "gaps", "offsets", "off_sum", "hist", "finish",
+                 "reservoir", "batch")
+
+    def __init__(self, block_size: int):
+        self.bs = block_size
+        self.members: dict[Request, int] = {}  # -> offset: num_computed - sched, fixed while a member
+        self.sched = 0  # formations so far
+        self.done = 0  # completions so far
+        self.times = array("q")  # completion times
+        self.gaps = array("q")  # gaps[k] = times[k] - times[k-1]
+        self.offsets: list[int] = []  # sorted: the batch's min and max decode history
+        self.off_sum = 0
+        self.hist = [0] * block_size  # members by offset mod block size: who needs a block at a step
+        self.finish: list = []  # heap of (completions at which it finishes, run_seq, request)
+        self.reservoir: list[int] = []  # blocks taken at formations, handed out at materialisation
+        self.batch: Batch | None = None  # the batch in flight; None when the lane is ready
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def join(self, req: Request) -> None:
+        """req (ready for a one-token step, blocks exactly covering its tokens) joins a ready lane."""
+        o = req.num_computed - self.sched
+        self.members[req] = o
+        insort(self.offsets, o)
+        self.off_sum += o
+        self.hist[o % self.bs] += 1
+        heapq.heappush(self.finish, (req.target_len - req.num_tokens + self.sched, req.run_seq, req))
+        req.lane = self
+        req.lane_join = self.sched
+
+    def blocks_needed(self) -> int:
+        """Blocks the next formation takes: members whose history is a multiple of the block size."""
+        return self.hist[-self.sched % self.bs]
+
+    def materialise(self, req: Request) -> None:
+        """Write the member's live state into its own fields (it stays a member)."""
+        j = req.lane_join
+        req.num_computed += self.sched - j
+        req.num_tokens += self.done - j
+        req.lane_join = self.sched
+        nb = -(-req.num_computed // self.bs) - len(req.blocks)
+        if nb > 0:
+            req.blocks += self.reservoir[-nb:]
+            del self.reservoir[-nb:]
+        if self.done > j:
+            req.itl_ns.append(self.times[j] - req.last_token_ns)
+            req.itl_ns.extend(self.gaps[j + 1:self.done])
+            req.last_token_ns = self.times[self.done - 1]
+
+    def leave(self, req: Request) -> None:
+        """Drop a materialised member (its finish-heap entry is popped by the caller, or the lane dies)."""
+        o = self.members.pop(req)
+        del self.offsets[bisect_left(self.offsets, o)]
+        self.off_sum -= o
+        self.hist[o % self.bs] -= 1
+        req.lane = None
+
+    def completed(self, t_ns: int) -> list[Request]:
+        """The lane's batch finished at t_ns: returns the members that reached their length, materialised."""
+        self.gaps.append(t_ns - self.times[-1] if self.times else 0)
+        self.times.append(t_ns)
+        self.done += 1
+        self.batch = None
+        out = []
+        while self.finish and self.finish[0][0] <= self.done:
+            req = heapq.heappop(self.finish)[2]
+            self.materialise(req)
+            self.leave(req)
+            out.append(req)
+        return out
+
+
+class LaneScheduler(Scheduler):
+    """Scheduler whose decode-only requests ride in lanes; same decisions as Scheduler."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.lanes: list[Lane] = []
+        self.solo: list[Request] = []  # running requests outside lanes, in running order
+        self._seq = 0  # run_seq of the next admitted request: running order
+        self.plain_steps = 0  # formations that fell back to the plain code (for tests and benchmarks)
+
+    def _admitted(self, req: Request) -> None:
+        req.run_seq = self._seq
+        self._seq += 1
+        self.solo.append(req)
+
+    def _joinable(self, req: Request) -> bool:
+        return (not req.is_init and req.num_tokens - req.num_computed == 1
+                and len(req.blocks) == -(-req.num_computed // self.pool.block_size)
+                and (req.token_ids is None or not self.pool.caching))
+
+    # -- materialising -----------------------------------------------------------------------
+    def _dissolve(self, lane: Lane) -> None:
+        for req in lane.members:
+            lane.materialise(req)
+            req.lane = None
+        b = lane.batch
+        if b is not None:  # its step in flight becomes per-request entries
+            b.entries += [Entry(req, 1, req.num_computed - 1, req.num_preemptions) for req in lane.members]
+            b.entries.sort(key=lambda e: e.req.run_seq)
+            b.lanes = [x for x in b.lanes if x[0] is not lane]
+        assert not lane.reservoir, "lane blocks left unassigned"
+
+    def settle(self) -> None:
+        for lane in self.lanes:
+            self._dissolve(lane)
+        self.lanes = []
+        self.solo = list(self.running)
+
+    def _plain_schedule(self, now_ns: int) -> Batch | None:
+        self.plain_steps += 1
+        self.settle()
+        batch = Scheduler.schedule(self, now_ns)
+        self.solo = list(self.running)  # preemption may have reordered: renumber the running order
+        for k, req in enumerate(self.running):
+            req.run_seq = k
+        self._seq = len(self.running)
+        return batch
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def schedule(self, now_ns: int) -> Batch | None:
+        if len(self.inflight) >= self.pp_size:
+            return None
+        pool = self.pool
+        bs = pool.block_size
+        ready = [lane for lane in self.lanes if lane.batch is None]
+        tokens = blocks = 0
+        for lane in ready:
+            tokens += len(lane.members)
+            blocks += lane.blocks_needed()
+        plan = []
+        threshold = self.threshold
+        hashing = pool.caching
+        for req in self.solo:
+            n = req.num_tokens - req.num_computed
+            if n <= 0:
+                continue  # its previous step is still in flight
+            if 0 < threshold < n:
+                n = threshold
+            if hashing and req.token_ids is not None:
+                return self._plain_schedule(now_ns)  # allocation order matters to the prefix cache
+            tokens += n
+            total = req.num_computed + n
+            if total > len(req.blocks) * bs:
+                blocks += -(-total // bs) - len(req.blocks)
+            plan.append((req, n))
+        if tokens > self.token_budget or blocks > pool.num_free:
+            return self._plain_schedule(now_ns)  # the budget truncates, or someone would be preempted
+
+        # Every ready request runs whole and every allocation succeeds: commit.
+        target = max(ready, key=len) if ready else None
+        for lane in ready:  # lanes scheduled together merge (rare: a pipeline slot was skipped)
+            if lane is not target:
+                for req in list(lane.members):
+                    lane.materialise(req)
+                    lane.leave(req)
+                    target.join(req)
+                assert not lane.reservoir
+                self.lanes.remove(lane)
+        entries: list[Entry] = []
+        joined = False
+        for req, n in plan:
+            if n == 1 and self._joinable(req):
+                if target is None:
+                    target = Lane(bs)
+                    self.lanes.append(target)
+                target.join(req)
+                joined = True
+                continue
+            computed = req.num_computed
+            total = computed + n
+            if total > len(req.blocks) * bs:
+                pool.allocate(req, n)  # fits: checked above
+            req.num_computed = total
+            entries.append(Entry(req, n, computed, req.num_preemptions))
+        if joined:
+            self.solo = [r for r in self.solo if r.lane is None]
+        if target is not None:  # before admissions, as the plain path allocates running requests first
+            target.reservoir += pool.take(target.blocks_needed())
+        n_running = len(entries)
+        budget = self.token_budget - tokens
+        if budget > 0:
+            self._admit_waiting(budget, entries)
+        if not entries and target is None:
+            return None
+        for e in entries[n_running:]:  # admitted
+            if e.req.first_sched_ns < 0:
+                e.req.first_sched_ns = now_ns
+            e.req.num_computed = e.computed_before + e.num_new
+        batch = Batch.build(self.next_batch_id, self.instance, now_ns, entries)
+        if target is not None:
+            s, n = target.sched, len(target.members)
+            batch.add_decode(n, target.off_sum + n * s, target.offsets[-1] + s, target.offsets[0] + s)
+            batch.lanes = [(target, s)]
+            target.sched += 1
+            target.batch = batch
+        self.next_batch_id += 1
+        self.inflight.append(batch)
+        return batch
+
+    def complete(self, batch: Batch, t_ns: int) -> Completion:
+        if not batch.lanes:
+            done = Scheduler.complete(self, batch, t_ns)
+            if done.finished:
+                self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
+            return done
+        done = Scheduler.complete(self, batch, t_ns)  # its per-request entries
+        finished = done.finished
+        gen = done.gen_tokens
+        pool = self.pool
+        for lane, _ in batch.lanes:
+            gen += len(lane.members)
+            for req in lane.completed(t_ns):
+                pool.free(req)
+                req.end_ns = t_ns
+                req.status = Status.FINISHED
+                self.running.remove(req)
+                finished.append(req)
+            if not lane.members:
+                self.lanes.remove(lane)
+        if finished:
+            finished.sort(key=lambda r: r.run_seq)  # the plain path lists them in running order
+            self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
+        return Completion(done.prompt_tokens, gen, finished)

@@ -1,0 +1,49 @@
+"""Per-stage costs of a batch on the embedded backend without building its graph.
+
+Every op but attention depends only on (batch tokens, requests), and every attention op of a batch
+lasts the same t, so a stage's busy time is base + count * t. Both parts come from probe graphs
+built once per (tokens, requests) shape with the real builder and backend, so this path and the
+graph path (traces, ASTRA-Sim) cannot drift apart; tests/test_fast_path.py checks them equal.
+"""
+from dataclasses import dataclass
+
+from .builder import InstanceLayout, build_graph
+
+_CACHE_CAP = 1 << 16
+
+
+@dataclass
+class _Probe:
+    id: int
+    total_len: int
+
+
+class StageCosts:
+    def __init__(self, layout: InstanceLayout, timer, backend):
+        self.layout = layout
+        self.timer = timer
+        self.backend = backend
+        self._cache: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+
+    def _shape(self, total_len: int, num_reqs: int) -> list[tuple[int, int, int, int]]:
+        base = self.timer.base_durations(total_len, num_reqs)
+        probe = _Probe(0, total_len)
+        t0 = self.backend.stage_times(build_graph(self.layout, probe, base))
+        with_attn = dict(base)
+        for layer in self.timer.attention_layers:
+            with_attn[layer] = 1
+        t1 = self.backend.stage_times(build_graph(self.layout, probe, with_attn))
+        return [(b0, b1 - b0, load, store) for (b0, load, store), (b1, _, _) in zip(t0, t1)]
+
+    def times(self, batch) -> list[tuple[int, int, int]]:
+        """(busy, host load, host store) per stage, as EmbeddedBackend.stage_times of the batch's graph."""
+        key = (batch.total_len, batch.num_reqs)
+        shape = self._cache.get(key)
+        if shape is None:
+            if len(self._cache) >= _CACHE_CAP:
+                self._cache.clear()
+            shape = self._cache[key] = self._shape(*key)
+        t = self.timer.attention_ns(batch)
+        if t > 0:
+            return [(b0 + k * t, load, store) for b0, k, load, store in shape]
+        return [(b0, load, store) for b0, _, load, store in shape]
