@@ -7,6 +7,7 @@ imbalance show in the timeline. The TP ranks of a stage run identical programs a
 all-reduce, so they share one timeline, except where ASTRA-Sim serialises them: their host-memory
 load (stage 0) and store (last stage) queue one after another at the host memory.
 """
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from ..config.cluster import ClusterConfig
@@ -41,7 +42,8 @@ class EmbeddedBackend:
         self._free = {i.index: [[0] * i.tp_size for _ in range(i.pp_size)] for i in cluster.instances}
         # ASTRA-Sim's remote memory is one FIFO shared by every NPU (we write tensor_device 0):
         # the busy intervals booked on it, oldest first.
-        self._host_busy: list[tuple[int, int]] = []
+        self._host_starts: list[int] = []
+        self._host_ends: list[int] = []
 
     def _op_ns(self, op, tp: int, host, local_bw: float) -> int:
         k = op.kind
@@ -82,12 +84,22 @@ class EmbeddedBackend:
         """Place a batch's stages, given stage_times(), on their NPUs' timelines (pipeline overlap composed here)."""
         free = self._free[instance]
         events = []
+        if tp == 1:  # the common case, without per-rank lists
+            ready = t_ns
+            for stage, (busy, load, store) in enumerate(times):
+                begin = max(free[stage][0], ready)
+                end = self._queued1(begin, load) + busy if load else begin + busy
+                if store:
+                    end = self._queued1(end, store)
+                free[stage][0] = ready = end
+                events.append(StageEvent(instance, stage, first_npu + stage, batch_id, begin, end, end))
+            return events
         ready = [t_ns] * tp  # when each rank's input is available
         for stage, (busy, load, store) in enumerate(times):
             begin = [max(free[stage][r], t_ns, ready[r]) for r in range(tp)]
             ends = self._queued(begin, load)  # ranks load the batch's input one after another
             # ranks meet at every all-reduce, so the last one to start sets the pace
-            ends = [max(ends) + busy] * tp if tp > 1 else [ends[0] + busy]
+            ends = [max(ends) + busy] * tp
             ends = self._queued(ends, store)
             free[stage] = ends
             ready = ends  # SEND is the stage's last op: the next stage's RECV completes with it
@@ -95,22 +107,25 @@ class EmbeddedBackend:
         return events
 
     def _queued(self, ready: list[int], each_ns: int) -> list[int]:
-        """Ranks passing (in rank order) through the host-memory FIFO, each_ns apiece. A request
-        waits for any booked transfer it would overlap; this is exact when requests are booked in
-        the order they are issued, and near it otherwise (transfers here last tens of ns)."""
+        """Ranks passing (in rank order) through the host-memory FIFO, each_ns apiece."""
         if each_ns == 0:
             return ready
-        busy = self._host_busy
-        horizon = min(ready)
-        while busy and busy[0][1] <= horizon - 1_000_000_000:
-            busy.pop(0)  # long past: cannot overlap anything submitted from now on
-        out = []
-        for t in ready:
-            start = t
-            for b0, b1 in busy:
-                if b0 < start + each_ns and start < b1:
-                    start = b1
-            busy.append((start, start + each_ns))
-            out.append(start + each_ns)
-        busy.sort()
-        return out
+        return [self._queued1(t, each_ns) for t in ready]
+
+    def _queued1(self, t: int, each_ns: int) -> int:
+        """A transfer ready at t through the host-memory FIFO: it waits for any booked transfer it
+        would overlap; returns its end. Exact when transfers are booked in the order they are
+        issued, and near it otherwise (transfers here last tens of ns). Bookings are disjoint, so
+        both their starts and ends are sorted."""
+        starts, ends = self._host_starts, self._host_ends
+        if len(ends) > 64 and ends[32] <= t - 1_000_000_000:
+            del starts[:32], ends[:32]  # long past: cannot overlap anything submitted from now on
+        start = t
+        i = bisect_right(ends, start)  # bookings ending at or before t cannot overlap
+        n = len(starts)
+        while i < n and starts[i] < start + each_ns:
+            start = ends[i]
+            i += 1
+        starts.insert(i, start)
+        ends.insert(i, start + each_ns)
+        return start + each_ns
