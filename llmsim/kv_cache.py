@@ -115,6 +115,16 @@ class BlockPool:
         self._index(req, min(req.num_computed, req.num_tokens))
 
     def free(self, req: Request) -> None:
+        if not self._hash_of:
+            # Nothing is hashed, so nothing is shared (a shared block is a prefix hit, and a block
+            # keeps its hash while referenced): every block's count drops to 0.
+            ref = self._ref
+            for b in req.blocks:
+                ref[b] = 0
+            self._free.update(dict.fromkeys(reversed(req.blocks)))
+            req.blocks = []
+            req.num_hashed_blocks = 0
+            return
         for b in reversed(req.blocks):
             self._ref[b] -= 1
             if self._ref[b] == 0:

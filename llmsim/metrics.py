@@ -54,14 +54,25 @@ def request_row(req, model_name: str) -> list:
             latency, queuing, ttft, tpot, itl]
 
 
+def _csv_field(text: str) -> str:
+    """csv.writer's minimal quoting, for the fields written by hand below."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def requests_csv(result, instances) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_HEADER)
+    # Rows are joined by hand: the ITL lists are most of the bytes and csv.writer scans them
+    # character by character; the quoting is the same (tests compare with csv.reader).
+    lines = [",".join(CSV_HEADER)]
     for inst, done in zip(instances, result.finished):
+        model = _csv_field(inst.model.name)
         for req in done:
-            w.writerow(request_row(req, inst.model.name))
-    return buf.getvalue()
+            row = request_row(req, model)
+            itl = row.pop()
+            lines.append(",".join(map(str, row)) + "," + (f'"{itl}"' if "," in itl else itl))
+    lines.append("")
+    return "\n".join(lines)
 
 
 def unfinished_csv(result) -> str:
@@ -129,7 +140,8 @@ def _stats_ms(values_ns) -> str:
     if len(values_ns) == 0:
         return "n/a"
     a = np.asarray(values_ns, dtype=np.float64) / 1e6
-    return f"mean {a.mean():.2f}  median {np.percentile(a, 50):.2f}  P99 {np.percentile(a, 99):.2f}"
+    median, p99 = np.percentile(a, [50, 99])
+    return f"mean {a.mean():.2f}  median {median:.2f}  P99 {p99:.2f}"
 
 
 def summary(result, instances, scheduler_stats) -> str:

@@ -24,16 +24,20 @@ class StageCosts:
         self.timer = timer
         self.backend = backend
         self._cache: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+        self._slopes: list[int] | None = None
+
+    def _busy(self, total_len: int, durations: dict[str, int]) -> list[tuple[int, int, int]]:
+        return self.backend.stage_times(build_graph(self.layout, _Probe(0, total_len), durations))
 
     def _shape(self, total_len: int, num_reqs: int) -> list[tuple[int, int, int, int]]:
         base = self.timer.base_durations(total_len, num_reqs)
-        probe = _Probe(0, total_len)
-        t0 = self.backend.stage_times(build_graph(self.layout, probe, base))
-        with_attn = dict(base)
-        for layer in self.timer.attention_layers:
-            with_attn[layer] = 1
-        t1 = self.backend.stage_times(build_graph(self.layout, probe, with_attn))
-        return [(b0, b1 - b0, load, store) for (b0, load, store), (b1, _, _) in zip(t0, t1)]
+        t0 = self._busy(total_len, base)
+        if self._slopes is None:  # attention ops per stage: the same for every shape
+            with_attn = dict(base)
+            for layer in self.timer.attention_layers:
+                with_attn[layer] = 1
+            self._slopes = [b1 - b0 for (b0, _, _), (b1, _, _) in zip(t0, self._busy(total_len, with_attn))]
+        return [(b0, k, load, store) for (b0, load, store), k in zip(t0, self._slopes)]
 
     def times(self, batch) -> list[tuple[int, int, int]]:
         """(busy, host load, host store) per stage, as EmbeddedBackend.stage_times of the batch's graph."""

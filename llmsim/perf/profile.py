@@ -221,6 +221,8 @@ class ProfileBundle:
         self._warned: set[str] = set()
         self._cache_1d: dict[tuple[str, str, int], int] = {}
         self._cache_attn: dict[tuple[int, ...], int] = {}
+        self._cells: dict[tuple[int, int, int], tuple] = {}
+        self._alpha: dict[tuple, float] = {}
 
     # ------------------------------------------------------------ construction
 
@@ -350,31 +352,66 @@ class ProfileBundle:
 
     # ------------------------------------------------------------ attention
 
-    def _slice(self, key: tuple[int, int], kp: int, kd: int) -> float | None:
+    # Decode steps query the same (pc, nd, kp) cells over and over with a growing kd: the brackets
+    # that do not involve kd are prepared once per cell, and the arithmetic is unchanged.
+    def _slice_prep(self, key: tuple[int, int], kp: int):
+        """(lower kp row, upper kp row or None, weight) of a profiled slice, or None."""
         s = self._attn.slices.get(key)
         if s is None or not s[0]:
             return None
         kps, rows = s
         lo, hi, t = _bracket(kps, kp)
+        return rows[lo], (None if lo == hi else rows[hi]), t
 
-        def row(keys, vals):
-            if len(keys) == 1:
-                return vals[0]
+    @staticmethod
+    def _slice_eval(prep, kd: int) -> float:
+        (keys, vals), upper, t = prep
+        if len(keys) == 1:
+            v_lo = vals[0]
+        else:
             a, b, u = _bracket(keys, kd)
-            return vals[a] + u * (vals[b] - vals[a])
-
-        v_lo = row(*rows[lo])
-        if lo == hi:
+            v_lo = vals[a] + u * (vals[b] - vals[a])
+        if upper is None:
             return v_lo
-        v_hi = row(*rows[hi])
+        keys, vals = upper
+        if len(keys) == 1:
+            v_hi = vals[0]
+        else:
+            a, b, u = _bracket(keys, kd)
+            v_hi = vals[a] + u * (vals[b] - vals[a])
         return v_lo + t * (v_hi - v_lo)
 
-    def _corner(self, pc: int, nd: int, kp: int, kd: int) -> float:
-        v = self._slice((pc, nd), kp, kd)
-        if v is not None:
-            return v
+    def _corner_prep(self, pc: int, nd: int, kp: int):
+        prep = self._slice_prep((pc, nd), kp)
+        if prep is not None:
+            return prep, False
         # Unprofiled (pc, nd) pair (e.g. nd=256 with a prefill): borrow the nearest one.
-        return self._slice(self._attn.nearest(pc, nd), kp, kd) or 0.0
+        return self._slice_prep(self._attn.nearest(pc, nd), kp), True
+
+    def _corner(self, pc: int, nd: int, kp: int, kd: int) -> float:
+        prep, borrowed = self._corner_prep(pc, nd, kp)
+        return self._corner_eval(prep, borrowed, kd)
+
+    def _corner_eval(self, prep, borrowed: bool, kd: int) -> float:
+        if not borrowed:
+            return self._slice_eval(prep, kd)
+        return (self._slice_eval(prep, kd) if prep is not None else None) or 0.0
+
+    def _cell(self, pc: int, nd: int, kp: int):
+        key = (pc, nd, kp)
+        cell = self._cells.get(key)
+        if cell is None:
+            a = self._attn
+            lo_pc, hi_pc, t_pc = _bracket(a.pc_vals, pc)
+            lo_nd, hi_nd, t_nd = _bracket(a.nd_vals, nd)
+            p0, p1, n0, n1 = a.pc_vals[lo_pc], a.pc_vals[hi_pc], a.nd_vals[lo_nd], a.nd_vals[hi_nd]
+            corners = [self._corner_prep(p0, n0, kp), self._corner_prep(p0, n1, kp) if n1 != n0 else None]
+            if p1 != p0:
+                corners += [self._corner_prep(p1, n0, kp), self._corner_prep(p1, n1, kp) if n1 != n0 else None]
+            if len(self._cells) >= _CACHE_CAP:
+                self._cells.clear()
+            cell = self._cells[key] = (t_pc, t_nd, corners)
+        return cell
 
     def _attention_point(self, pc: int, kp: int, nd: int, kd: int) -> int:
         """The 4-D rule: brackets on pc and nd pick four slices, each bilinear on (kp, kd)."""
@@ -383,14 +420,13 @@ class ProfileBundle:
         if pc > a.pc_vals[-1] or nd > a.nd_vals[-1] or kp > a.kv_max or kd > a.kv_max:
             self._warn_once("attention", "attention query (pc=%d, kp=%d, nd=%d, kd=%d) beyond grid",
                             pc, kp, nd, kd)
-        lo_pc, hi_pc, t_pc = _bracket(a.pc_vals, pc)
-        lo_nd, hi_nd, t_nd = _bracket(a.nd_vals, nd)
-        p0, p1, n0, n1 = a.pc_vals[lo_pc], a.pc_vals[hi_pc], a.nd_vals[lo_nd], a.nd_vals[hi_nd]
-        c00 = self._corner(p0, n0, kp, kd)
-        c01 = self._corner(p0, n1, kp, kd) if n1 != n0 else c00
-        if p1 != p0:
-            c10 = self._corner(p1, n0, kp, kd)
-            c11 = self._corner(p1, n1, kp, kd) if n1 != n0 else c10
+        t_pc, t_nd, corners = self._cell(pc, nd, kp)
+        ev = self._corner_eval
+        c00 = ev(*corners[0], kd)
+        c01 = ev(*corners[1], kd) if corners[1] is not None else c00
+        if len(corners) > 2:
+            c10 = ev(*corners[2], kd)
+            c11 = ev(*corners[3], kd) if corners[3] is not None else c10
         else:
             c10, c11 = c00, c01
         v0 = c00 + t_nd * (c01 - c00)
@@ -402,13 +438,15 @@ class ProfileBundle:
             return 0.0
         axes, alphas, default = self._skew
         sr = max(0.0, min(1.0, float(skew_rate)))
-        key = "pc={}|{}|{}|{}|{}".format(
-            int(pc),  # the raw runtime chunk, so mixed batches off the grid fall to the default
-            _bucket_label(axes["n_bins"], axes["n_labels"], int(nd)),
-            _bucket_label(axes["skew_rate_bins"], axes["skew_rate_labels"], sr),
-            _bucket_label(axes["kv_big_bins"], axes["kv_big_labels"], int(kv_big)),
-            _bucket_label(axes["kp_bins"], axes["kp_labels"], int(kp)))
-        return alphas.get(key, default)
+        labels = (int(pc),  # the raw runtime chunk, so mixed batches off the grid fall to the default
+                  _bucket_label(axes["n_bins"], axes["n_labels"], int(nd)),
+                  _bucket_label(axes["skew_rate_bins"], axes["skew_rate_labels"], sr),
+                  _bucket_label(axes["kv_big_bins"], axes["kv_big_labels"], int(kv_big)),
+                  _bucket_label(axes["kp_bins"], axes["kp_labels"], int(kp)))
+        alpha = self._alpha.get(labels)
+        if alpha is None:
+            alpha = self._alpha[labels] = alphas.get("pc={}|{}|{}|{}|{}".format(*labels), default)
+        return alpha
 
     def attention_ns_from_stats(self, prefill_chunk: int, kv_prefill: int, n_decode: int,
                                 kv_decode_sum: int, kv_decode_max: int, kv_decode_min: int) -> int:
