@@ -17,7 +17,7 @@ class Entry:
         return self.num_new > 1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Batch:
     """Per-request entries, plus (fast path) decode lanes that stand for many one-token entries.
     Timers read only the summary fields, which cover both."""

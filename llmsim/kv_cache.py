@@ -117,10 +117,8 @@ class BlockPool:
     def free(self, req: Request) -> None:
         if not self._hash_of:
             # Nothing is hashed, so nothing is shared (a shared block is a prefix hit, and a block
-            # keeps its hash while referenced): every block's count drops to 0.
-            ref = self._ref
-            for b in req.blocks:
-                ref[b] = 0
+            # keeps its hash while referenced): every block is released.
+            # (Counts of free blocks are not read before take() resets them.)
             self._free.update(dict.fromkeys(reversed(req.blocks)))
             req.blocks = []
             req.num_hashed_blocks = 0

@@ -8,15 +8,14 @@ all-reduce, so they share one timeline, except where ASTRA-Sim serialises them: 
 load (stage 0) and store (last stage) queue one after another at the host memory.
 """
 from bisect import bisect_right
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..config.cluster import ClusterConfig
 from ..graph.iteration import IterationGraph, OpKind, StageProgram
 from .network import Link, mem_ns, p2p_ns, ring_allreduce_ns
 
 
-@dataclass(frozen=True)
-class StageEvent:
+class StageEvent(NamedTuple):  # a tuple: one is made per stage per batch
     instance: int
     stage: int
     npu: int
