@@ -152,7 +152,7 @@ def _simulate(o: dict) -> None:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances]))
     files = {}  # everything is rendered before anything is written
     if output:
-        files[output] = metrics.requests_csv(result, instances)
+        files[output] = metrics.requests_csv_lines(result, instances)  # streamed: it can be GBs
         files[f"{output}.meta.json"] = metrics.run_metadata(sim, result, o)
         if result.unfinished:
             files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
@@ -181,8 +181,7 @@ def _astra_factory(o: dict):
 
 def write_files(files: dict) -> None:
     try:
-        for path, data in files.items():
-            metrics.write_atomic(path, data)
+        metrics.write_all_atomic(files)
     except OSError as e:
         raise InputError(f"{e.filename}: cannot write output ({e.strerror})") from None
 

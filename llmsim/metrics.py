@@ -14,20 +14,34 @@ CSV_HEADER = ["instance id", "request id", "model", "input", "output", "arrival"
               "queuing_delay", "TTFT", "TPOT", "ITL"]
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_atomic(path: str | Path, data) -> None:
+    write_all_atomic({path: data})
+
+
+def write_all_atomic(files: dict) -> None:
+    """Write every file to a temp file beside it, then rename them all: a failure leaves none
+    half-written. data: str, bytes, or an iterable of str chunks (large outputs are streamed)."""
+    staged = []
     try:
-        with (os.fdopen(fd, "wb") if isinstance(data, bytes) else os.fdopen(fd, "w", newline="")) as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-        os.replace(tmp, path)
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            with (os.fdopen(fd, "wb") if isinstance(data, bytes) else os.fdopen(fd, "w", newline="")) as f:
+                if isinstance(data, (str, bytes)):
+                    f.write(data)
+                else:
+                    f.writelines(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
     except BaseException:
-        os.unlink(tmp)
+        for tmp, _ in staged:
+            os.unlink(tmp)
         raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
 
 
 def check_writable(path: str | Path, what: str) -> None:
@@ -61,18 +75,20 @@ def _csv_field(text: str) -> str:
     return text
 
 
-def requests_csv(result, instances) -> str:
-    # Rows are joined by hand: the ITL lists are most of the bytes and csv.writer scans them
-    # character by character; the quoting is the same (tests compare with csv.reader).
-    lines = [",".join(CSV_HEADER)]
+def requests_csv_lines(result, instances):
+    """The per-request CSV, line by line. Rows are joined by hand: the ITL lists are most of the
+    bytes and csv.writer scans them character by character; the quoting is csv's minimal one."""
+    yield ",".join(CSV_HEADER) + "\n"
     for inst, done in zip(instances, result.finished):
         model = _csv_field(inst.model.name)
         for req in done:
             row = request_row(req, model)
             itl = row.pop()
-            lines.append(",".join(map(str, row)) + "," + (f'"{itl}"' if "," in itl else itl))
-    lines.append("")
-    return "\n".join(lines)
+            yield ",".join(map(str, row)) + "," + (f'"{itl}"' if "," in itl else itl) + "\n"
+
+
+def requests_csv(result, instances) -> str:
+    return "".join(requests_csv_lines(result, instances))
 
 
 def unfinished_csv(result) -> str:
@@ -139,9 +155,11 @@ def heartbeat_line(hb, interval_ns: int) -> str:
 def _stats_ms(values_ns) -> str:
     if len(values_ns) == 0:
         return "n/a"
-    a = np.asarray(values_ns, dtype=np.float64) / 1e6
-    median, p99 = np.percentile(a, [50, 99])
-    return f"mean {a.mean():.2f}  median {median:.2f}  P99 {p99:.2f}"
+    a = np.asarray(values_ns, dtype=np.float64)  # reordered in place: callers pass a throwaway
+    a /= 1e6
+    mean = a.mean()
+    median, p99 = np.percentile(a, [50, 99], overwrite_input=True)
+    return f"mean {mean:.2f}  median {median:.2f}  P99 {p99:.2f}"
 
 
 def summary(result, instances, scheduler_stats) -> str:
@@ -169,6 +187,6 @@ def summary(result, instances, scheduler_stats) -> str:
         lines.append(f"  Prefix cache hits:        {hit} / {asked} prompt tokens ({100 * hit / asked:.2f} %)")
     ttft = [r.first_token_ns - r.arrival_ns for r in reqs]
     tpot = [(r.end_ns - r.first_token_ns) // (r.output_len - 1) for r in reqs if r.output_len > 1]
-    itl = np.concatenate([np.frombuffer(r.itl_ns, dtype=np.int64) for r in reqs]) if reqs else []
+    itl = np.concatenate([np.frombuffer(r.itl_ns, dtype=np.int64) for r in reqs], dtype=np.float64) if reqs else []
     lines += [f"  TTFT (ms):  {_stats_ms(ttft)}", f"  TPOT (ms):  {_stats_ms(tpot)}", f"  ITL (ms):   {_stats_ms(itl)}"]
     return "\n".join(lines)

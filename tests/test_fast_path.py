@@ -110,3 +110,36 @@ def test_fast_path_is_exercised(cfg, extra, lane_share):
     assert result.iterations > 1000
     assert sched.plain_steps < (1 - lane_share) * result.iterations
     assert sched.plain_steps > 0
+
+
+@pytest.mark.parametrize("cfg, timing", [
+    ("configs/cluster/single_node_tp_pp_instance.json", "profile"),
+    ("configs/cluster/rtxpro6000_qwen3_32b_tp2_instance.json", "profile"),
+    ("configs/cluster/h100_llama70b_tp2_pp4.json", "roofline"),
+])
+def test_stage_costs_equal_the_graph_path(cfg, timing):
+    # The embedded loop times batches from cached per-shape parts; traces and ASTRA-Sim time the
+    # built graph. Random batches (prefill chunks with histories, decode histories) must agree.
+    import random
+
+    from llmsim.backends.embedded import EmbeddedBackend
+    from llmsim.batch import Batch, Entry
+    from llmsim.config.engine import EngineArgs
+    from llmsim.graph.builder import build_graph
+    from llmsim.graph.stage_cost import StageCosts
+    from llmsim.request import Request
+    from llmsim.simulate import prepare
+
+    sim = prepare(cfg, EngineArgs(dtype="bfloat16", timing=timing), None)
+    inst = sim.instances[0]
+    backend = EmbeddedBackend(sim.cluster)
+    costs = StageCosts(inst.layout, inst.timer, backend)
+    rng = random.Random(7)
+    for k in range(300):
+        entries = []
+        for _ in range(rng.randrange(1, 40)):
+            req = Request(id=0, arrival_ns=0, prompt_len=1, output_len=1)
+            entries.append(Entry(req, rng.choice([1, 1, 1, rng.randrange(2, 900)]), rng.randrange(0, 6000), 0))
+        batch = Batch.build(k, 0, 0, entries)
+        graph = build_graph(inst.layout, batch, inst.timer.durations(batch))
+        assert costs.times(batch) == backend.stage_times(graph)

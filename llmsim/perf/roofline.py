@@ -241,5 +241,10 @@ class RooflineTimer:
     def attention_layers(self) -> list[str]:
         return self._attn
 
+    @property
+    def per_sequence_layers(self) -> list[str]:
+        """Layers timed by request count alone (the rest of base_durations by token count alone)."""
+        return self._per_seq
+
     def describe(self) -> str:
         return f"roofline on {self.hw.key} ({self.hw.name}), tp={self.tp}"

@@ -22,6 +22,11 @@ class ProfileTimer:
     def attention_layers(self) -> list[str]:
         return self._attn
 
+    @property
+    def per_sequence_layers(self) -> list[str]:
+        """Layers timed by request count alone (the rest of base_durations by token count alone)."""
+        return self._per_seq
+
     def describe(self) -> str:
         return f"measured profile {self.bundle.hardware}/{self.bundle.variant}/tp{self.bundle.tp}"
 
