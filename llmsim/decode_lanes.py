@@ -150,9 +150,38 @@ class LaneScheduler(Scheduler):
         return batch
 
     # -- scheduling ----------------------------------------------------------------------------
+    def _lane_only(self, now_ns: int) -> Batch | None:
+        """The steady state: one ready lane, no other running request, nobody admissible."""
+        lane = None
+        for candidate in self.lanes:
+            if candidate.batch is None:
+                if lane is not None:
+                    return NotImplemented
+                lane = candidate
+        if lane is None:
+            return None
+        n = len(lane.members)
+        need = lane.blocks_needed()
+        if n > self.token_budget or need > self.pool.num_free:
+            return NotImplemented
+        if need:
+            lane.reservoir += self.pool.take(need)
+        s = lane.sched
+        batch = Batch(self.next_batch_id, self.instance, now_ns, [], n, 0, 0, 0, n, lane.off_sum + n * s,
+                      lane.offsets[-1] + s, lane.offsets[0] + s, [(lane, s)], n)
+        lane.sched = s + 1
+        lane.batch = batch
+        self.next_batch_id += 1
+        self.inflight.append(batch)
+        return batch
+
     def schedule(self, now_ns: int) -> Batch | None:
         if len(self.inflight) >= self.pp_size:
             return None
+        if not self.solo and (not self.waiting or len(self.running) >= self.max_num_seqs):
+            batch = self._lane_only(now_ns)
+            if batch is not NotImplemented:
+                return batch
         pool = self.pool
         bs = pool.block_size
         ready = [lane for lane in self.lanes if lane.batch is None]
@@ -231,6 +260,20 @@ class LaneScheduler(Scheduler):
         return batch
 
     def complete(self, batch: Batch, t_ns: int) -> Completion:
+        if not batch.entries and len(batch.lanes) == 1:  # the steady state: one lane, nothing else
+            assert self.inflight[0] is batch, "batches complete in order"
+            self.inflight.popleft()
+            lane = batch.lanes[0][0]
+            gen = len(lane.members)
+            finished = lane.completed(t_ns)
+            if finished:
+                for req in finished:
+                    self._finish(req, t_ns)
+                if not lane.members:
+                    self.lanes.remove(lane)
+                if len(finished) > 1:
+                    finished.sort(key=lambda r: r.run_seq)
+            return Completion(0, gen, finished)
         if not batch.lanes:
             done = Scheduler.complete(self, batch, t_ns)
             if done.finished:
@@ -239,14 +282,10 @@ class LaneScheduler(Scheduler):
         done = Scheduler.complete(self, batch, t_ns)  # its per-request entries
         finished = done.finished
         gen = done.gen_tokens
-        pool = self.pool
         for lane, _ in batch.lanes:
             gen += len(lane.members)
             for req in lane.completed(t_ns):
-                pool.free(req)
-                req.end_ns = t_ns
-                req.status = Status.FINISHED
-                self.running.remove(req)
+                self._finish(req, t_ns)
                 finished.append(req)
             if not lane.members:
                 self.lanes.remove(lane)
@@ -254,3 +293,9 @@ class LaneScheduler(Scheduler):
             finished.sort(key=lambda r: r.run_seq)  # the plain path lists them in running order
             self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
         return Completion(done.prompt_tokens, gen, finished)
+
+    def _finish(self, req: Request, t_ns: int) -> None:
+        self.pool.free(req)
+        req.end_ns = t_ns
+        req.status = Status.FINISHED
+        self.running.remove(req)

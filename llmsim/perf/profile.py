@@ -168,10 +168,8 @@ def _bracket(values: list[int], q: int) -> tuple[int, int, float]:
 
 def _bucket_label(bins, labels, val) -> str:
     # Intervals (bins[i], bins[i+1]]; anything beyond the last edge takes the last label.
-    for i in range(len(labels)):
-        if val <= bins[i + 1]:
-            return labels[i]
-    return labels[-1]
+    i = bisect.bisect_left(bins, val, 1) - 1  # the first i with val <= bins[i + 1]
+    return labels[i] if i < len(labels) else labels[-1]
 
 
 # ---------------------------------------------------------------- the bundle
