@@ -101,6 +101,13 @@ class BlockPool:
         The caller has checked n <= num_free."""
         out = []
         free, hash_of, ref = self._free, self._hash_of, self._ref
+        if not hash_of:  # nothing to evict
+            pop = free.popitem
+            for _ in range(n):
+                b = pop(False)[0]
+                ref[b] = 1
+                out.append(b)
+            return out
         for _ in range(n):
             b, _ = free.popitem(last=False)
             old = hash_of.pop(b, None)
@@ -119,7 +126,9 @@ class BlockPool:
             # Nothing is hashed, so nothing is shared (a shared block is a prefix hit, and a block
             # keeps its hash while referenced): every block is released.
             # (Counts of free blocks are not read before take() resets them.)
-            self._free.update(dict.fromkeys(reversed(req.blocks)))
+            free = self._free
+            for b in reversed(req.blocks):
+                free[b] = None
             req.blocks = []
             req.num_hashed_blocks = 0
             return
