@@ -141,12 +141,14 @@ class LaneScheduler(Scheduler):
 
     def _plain_schedule(self, now_ns: int) -> Batch | None:
         self.plain_steps += 1
-        self.settle()
-        batch = Scheduler.schedule(self, now_ns)
-        self.solo = list(self.running)  # preemption may have reordered: renumber the running order
-        for k, req in enumerate(self.running):
-            req.run_seq = k
-        self._seq = len(self.running)
+        if self.lanes:
+            self.settle()
+        preempted = self.stats.preemptions
+        batch = Scheduler.schedule(self, now_ns)  # admissions go through _admitted
+        if self.stats.preemptions != preempted:
+            # Victims left the running list (and take a new run_seq when readmitted, at its end,
+            # so run_seq order stays the running order).
+            self.solo = list(self.running)
         return batch
 
     # -- scheduling ----------------------------------------------------------------------------
