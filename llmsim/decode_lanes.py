@@ -20,6 +20,7 @@ from array import array
 from bisect import bisect_left, insort
 
 from .batch import Batch, Entry
+from .itl import GapLog
 from .request import Request, Status
 from .scheduler import Completion, Scheduler
 
@@ -28,7 +29,7 @@ class Lane:
     """Requests that decode together. A member's live counters are its stored ones plus the
     lane's formations (num_computed) and completions (num_tokens) since it joined."""
 
-    __slots__ = ("bs", "members", "sched", "done", "times", "gaps", "offsets", "off_sum", "hist", "finish",
+    __slots__ = ("bs", "members", "sched", "done", "times", "log", "offsets", "off_sum", "hist", "finish",
                  "reservoir", "batch")
 
     def __init__(self, block_size: int):
@@ -37,7 +38,7 @@ class Lane:
         self.sched = 0  # formations so far
         self.done = 0  # completions so far
         self.times = array("q")  # completion times
-        self.gaps = array("q")  # gaps[k] = times[k] - times[k-1]
+        self.log = GapLog()  # gaps between completions, shared by the members' ITL lists
         self.offsets: list[int] = []  # sorted: the batch's min and max decode history
         self.off_sum = 0
         self.hist = [0] * block_size  # members by offset mod block size: who needs a block at a step
@@ -75,7 +76,7 @@ class Lane:
             del self.reservoir[-nb:]
         if self.done > j:
             req.itl_ns.append(self.times[j] - req.last_token_ns)
-            req.itl_ns.extend(self.gaps[j + 1:self.done])
+            req.itl_ns.extend_shared(self.log, j + 1, self.done)
             req.last_token_ns = self.times[self.done - 1]
 
     def leave(self, req: Request) -> None:
@@ -88,7 +89,7 @@ class Lane:
 
     def completed(self, t_ns: int) -> list[Request]:
         """The lane's batch finished at t_ns: returns the members that reached their length, materialised."""
-        self.gaps.append(t_ns - self.times[-1] if self.times else 0)
+        self.log.gaps.append(t_ns - self.times[-1] if self.times else 0)
         self.times.append(t_ns)
         self.done += 1
         self.batch = None

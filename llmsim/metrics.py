@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .itl import itl_stats_ms
 from .units import GIB, NS_PER_S
 
 CSV_HEADER = ["instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
@@ -63,7 +64,7 @@ def request_row(req, model_name: str) -> list:
     ttft = req.first_token_ns - req.arrival_ns
     tpot = (latency - ttft) // (req.output_len - 1) if req.output_len > 1 else 0
     queuing = req.first_sched_ns - req.arrival_ns if req.first_sched_ns >= 0 else -1
-    itl = str(req.itl_ns.tolist())  # "[a, b, c]", as the reference writes the list
+    itl = req.itl_ns.text()
     return [req.instance, req.id, model_name, req.prompt_len, req.output_len, req.arrival_ns, req.end_ns,
             latency, queuing, ttft, tpot, itl]
 
@@ -187,6 +188,7 @@ def summary(result, instances, scheduler_stats) -> str:
         lines.append(f"  Prefix cache hits:        {hit} / {asked} prompt tokens ({100 * hit / asked:.2f} %)")
     ttft = [r.first_token_ns - r.arrival_ns for r in reqs]
     tpot = [(r.end_ns - r.first_token_ns) // (r.output_len - 1) for r in reqs if r.output_len > 1]
-    itl = np.concatenate([np.frombuffer(r.itl_ns, dtype=np.int64) for r in reqs], dtype=np.float64) if reqs else []
-    lines += [f"  TTFT (ms):  {_stats_ms(ttft)}", f"  TPOT (ms):  {_stats_ms(tpot)}", f"  ITL (ms):   {_stats_ms(itl)}"]
+    itl = itl_stats_ms([r.itl_ns for r in reqs])
+    itl = "n/a" if itl is None else "mean {:.2f}  median {:.2f}  P99 {:.2f}".format(*itl)
+    lines += [f"  TTFT (ms):  {_stats_ms(ttft)}", f"  TPOT (ms):  {_stats_ms(tpot)}", f"  ITL (ms):   {itl}"]
     return "\n".join(lines)

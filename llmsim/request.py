@@ -1,7 +1,8 @@
 """Request state as plain data; the scheduler and engine mutate it."""
-from array import array
 from dataclasses import dataclass, field
 from enum import Enum
+
+from .itl import Itl
 
 
 class Status(Enum):
@@ -43,7 +44,7 @@ class Request:
     first_token_ns: int = -1
     last_token_ns: int = -1
     end_ns: int = -1
-    itl_ns: array = field(default_factory=lambda: array("q"))  # 8 bytes a gap, not a boxed int
+    itl_ns: Itl = field(default_factory=Itl)  # gaps between tokens; runs shared with a lane stored once
 
     def __post_init__(self):
         self.num_tokens = self.prompt_len
