@@ -166,6 +166,22 @@ def _bracket(values: list[int], q: int) -> tuple[int, int, float]:
     return lo, hi, (q - x0) / (x1 - x0)
 
 
+def _row_at(keys: list[int], vals: list, q: int) -> float:
+    """A profile row at q: _bracket and the linear step in one call (the decode hot path)."""
+    n = len(keys)
+    if n == 1:
+        return vals[0]
+    if q <= keys[0]:
+        lo = hi = 0
+        u = 0.0
+    else:
+        idx = bisect.bisect_right(keys, q)
+        lo, hi = (n - 2, n - 1) if idx >= n else (idx - 1, idx)
+        x0, x1 = keys[lo], keys[hi]
+        u = 0.0 if x1 == x0 else (q - x0) / (x1 - x0)
+    return vals[lo] + u * (vals[hi] - vals[lo])
+
+
 def _bucket_label(bins, labels, val) -> str:
     # Intervals (bins[i], bins[i+1]]; anything beyond the last edge takes the last label.
     i = bisect.bisect_left(bins, val, 1) - 1  # the first i with val <= bins[i + 1]
@@ -406,25 +422,36 @@ class ProfileBundle:
             corners = [self._corner_prep(p0, n0, kp), self._corner_prep(p0, n1, kp) if n1 != n0 else None]
             if p1 != p0:
                 corners += [self._corner_prep(p1, n0, kp), self._corner_prep(p1, n1, kp) if n1 != n0 else None]
+            # A profiled slice with kp on a grid row is one row on kd: evaluated inline (_row_at).
+            corners = [None if c is None else (c[0][0] if not c[1] and c[0][1] is None else None, c)
+                       for c in corners]
             if len(self._cells) >= _CACHE_CAP:
                 self._cells.clear()
             cell = self._cells[key] = (t_pc, t_nd, corners)
         return cell
 
+    def _corner_value(self, corner, kd: int) -> float:
+        row = corner[0]
+        if row is not None:
+            return _row_at(row[0], row[1], kd)
+        return self._corner_eval(*corner[1], kd)
+
     def _attention_point(self, pc: int, kp: int, nd: int, kd: int) -> int:
         """The 4-D rule: brackets on pc and nd pick four slices, each bilinear on (kp, kd)."""
         a = self._attn
-        pc, nd, kp, kd = max(pc, 0), max(nd, 0), max(kp, 0), max(kd, 0)
+        if pc < 0 or nd < 0 or kp < 0 or kd < 0:
+            pc, nd, kp, kd = max(pc, 0), max(nd, 0), max(kp, 0), max(kd, 0)
         if pc > a.pc_vals[-1] or nd > a.nd_vals[-1] or kp > a.kv_max or kd > a.kv_max:
             self._warn_once("attention", "attention query (pc=%d, kp=%d, nd=%d, kd=%d) beyond grid",
                             pc, kp, nd, kd)
-        t_pc, t_nd, corners = self._cell(pc, nd, kp)
-        ev = self._corner_eval
-        c00 = ev(*corners[0], kd)
-        c01 = ev(*corners[1], kd) if corners[1] is not None else c00
+        cell = self._cells.get((pc, nd, kp)) or self._cell(pc, nd, kp)
+        t_pc, t_nd, corners = cell
+        ev = self._corner_value
+        c00 = ev(corners[0], kd)
+        c01 = ev(corners[1], kd) if corners[1] is not None else c00
         if len(corners) > 2:
-            c10 = ev(*corners[2], kd)
-            c11 = ev(*corners[3], kd) if corners[3] is not None else c10
+            c10 = ev(corners[2], kd)
+            c11 = ev(corners[3], kd) if corners[3] is not None else c10
         else:
             c10, c11 = c00, c01
         v0 = c00 + t_nd * (c01 - c00)
