@@ -197,43 +197,70 @@ class Engine:
 
     # -- the embedded backend's loop: it returns stage times when a graph is submitted -------------
     def run(self) -> SimResult:
+        # The steps above, with the per-tick checks inlined: this loop runs once or twice per batch.
         self._reset()
         costs = self._costs
+        heap, released, busy = self._heap, self._released, self._stage0_busy
+        reqs = self.requests
+        n_reqs = len(reqs)
+        pop, push = heapq.heappop, heapq.heappush
+        scheds = [inst.scheduler for inst in self.instances]
+        where = [(inst.layout.first_npu, inst.layout.tp_size) for inst in self.instances]
         now = 0
         while True:
-            t_heap = self._heap[0][0] if self._heap else None
-            t_arr = self.next_arrival_ns()
+            t_heap = heap[0][0] if heap else None
+            t_arr = reqs[self._a].arrival_ns if self._a < n_reqs else None
+            if released and (t_arr is None or released[0][0] < t_arr):
+                t_arr = released[0][0]
             if t_heap is None and t_arr is None:
                 break
             now = t_heap if t_arr is None or (t_heap is not None and t_heap <= t_arr) else t_arr
-            now = max(now, START_NS)
-            self._heartbeats_before(now)
-            touched = set()
-            while self._heap and self._heap[0][0] == now:
-                _, kind, _, payload = heapq.heappop(self._heap)
+            if now < START_NS:
+                now = START_NS
+            if self._next_log is not None and self._next_log < now:
+                self._heartbeats_before(now)
+            touched = []  # instances with news, each once
+            while heap and heap[0][0] == now:
+                _, kind, _, payload = pop(heap)
                 if kind == _BATCH_DONE:
-                    self.complete_batch(payload[0], payload[1], now)
-                    touched.add(payload[0])
+                    i = payload[0]
+                    self.complete_batch(i, payload[1], now)
                 else:
-                    self._stage0_busy[payload] = False
-                    touched.add(payload)
-            touched |= self.deliver_arrivals(now)
-            for i in sorted(touched):
-                if self._stage0_busy[i]:
+                    i = payload
+                    busy[i] = False
+                if i not in touched:
+                    touched.append(i)
+            # (a completion may have released a session call due now)
+            if (self._a < n_reqs and reqs[self._a].arrival_ns <= now) or (released and released[0][0] <= now):
+                for i in self.deliver_arrivals(now):
+                    if i not in touched:
+                        touched.append(i)
+            if len(touched) > 1:
+                touched.sort()
+            for i in touched:
+                if busy[i]:
                     continue
-                formed = self.form_batch(i, now, want_graph=costs is None)
-                if formed is None:
-                    continue
-                batch, graph = formed
                 if costs is None:
+                    formed = self.form_batch(i, now)
+                    if formed is None:
+                        continue
+                    batch, graph = formed
                     events: list[StageEvent] = self.backend.submit(graph, now)
-                else:
-                    lay = self.instances[i].layout
-                    events = self.backend.place(i, lay.first_npu, lay.tp_size, batch.id, costs[i].times(batch), now)
-                self._stage0_busy[i] = True
-                self._push(events[0].first_rank_end_ns, _STAGE0_FREE, i)
-                self._push(events[-1].end_ns, _BATCH_DONE, (i, batch.id))
-                self.record(batch, events)
+                else:  # form_batch without the graph
+                    batch = scheds[i].schedule(now)
+                    if batch is None:
+                        continue
+                    self._last_batch_reqs = batch.num_reqs
+                    self.iterations += 1
+                    self.batches[(i, batch.id)] = batch
+                    events = self.backend.place(i, *where[i], batch.id, costs[i].times(batch), now)
+                busy[i] = True
+                seq = self._seq
+                push(heap, (events[0].first_rank_end_ns, _STAGE0_FREE, seq, i))
+                push(heap, (events[-1].end_ns, _BATCH_DONE, seq + 1, (i, batch.id)))
+                self._seq = seq + 2
+                if self.record_iterations:
+                    self.record(batch, events)
         return self.result(now)
 
     def _heartbeats_before(self, t_ns: int) -> None:

@@ -35,3 +35,18 @@ def test_num_reqs_counts_lines_not_calls(tmp_path):
     run_cli("--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset", ds,
             "--num-reqs", 1, "--output", out, "--quiet")
     assert sorted(int(r["request id"]) for r in read_rows(out)) == [0, 1]
+
+
+def test_call_without_tool_time_is_scheduled_at_the_completion_tick(tmp_path):
+    # No tool time: the next call arrives the instant the previous one ends and, the instance
+    # being idle, is scheduled at that same tick (queuing delay 0), not at a later event.
+    ds = tmp_path / "agent.jsonl"
+    ds.write_text(json.dumps({"session_id": "s", "arrival_time_ns": 0, "sub_requests": [
+        {"input_toks": 16, "output_toks": 3}, {"input_toks": 24, "output_toks": 2}]}) + "\n")
+    out = tmp_path / "o.csv"
+    res = run_cli("--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset", ds,
+                  "--output", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    rows = {int(r["request id"]): r for r in read_rows(out)}
+    assert int(rows[1]["arrival"]) == int(rows[0]["end_time"])
+    assert int(rows[1]["queuing_delay"]) == 0
