@@ -1,5 +1,5 @@
 """Paged KV block pool with vLLM-style prefix caching (chained block hashes, ref counts, LRU free list)."""
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from .request import Request
 
@@ -12,9 +12,12 @@ class BlockPool:
         self.block_size = block_size
         self.caching = enable_prefix_caching
         # Free blocks in eviction order; freed blocks go to the tail so a finished request's
-        # head blocks (the likeliest shared prefix) survive longest.
-        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
-        self._ref = [0] * num_blocks
+        # head blocks (the likeliest shared prefix) survive longest. Until the first block is
+        # hashed nothing can be shared or evicted, so a deque (bulk, C-speed) serves and the
+        # reference counts are not kept; _start_hashing() switches to the full structure.
+        self._free: deque[int] | OrderedDict[int, None] = deque(range(num_blocks))
+        self._hashing = False
+        self._ref: list[int] = []
         self._hash_of: dict[int, int] = {}
         self._block_of: dict[int, int] = {}
         self._free_hashed = 0  # free blocks still carrying a hash (count as used memory)
@@ -55,9 +58,18 @@ class BlockPool:
             hits.append(b)
         return hits
 
+    def _start_hashing(self) -> None:
+        self._free = OrderedDict.fromkeys(self._free)
+        self._ref = [1] * self.num_blocks  # every block outside the free list is held once
+        for b in self._free:
+            self._ref[b] = 0
+        self._hashing = True
+
     def _index(self, req: Request, upto_tokens: int) -> None:
         if not self.caching or req.token_ids is None:
             return
+        if not self._hashing:
+            self._start_hashing()
         full = min(upto_tokens, len(req.token_ids)) // self.block_size
         if req.num_hashed_blocks >= full:
             return
@@ -99,15 +111,12 @@ class BlockPool:
     def take(self, n: int) -> list[int]:
         """n blocks from the head of the free list (evicting their cached hashes), referenced once.
         The caller has checked n <= num_free."""
+        free = self._free
+        if not self._hashing:
+            pop = free.popleft
+            return [pop() for _ in range(n)]
         out = []
-        free, hash_of, ref = self._free, self._hash_of, self._ref
-        if not hash_of:  # nothing to evict
-            pop = free.popitem
-            for _ in range(n):
-                b = pop(False)[0]
-                ref[b] = 1
-                out.append(b)
-            return out
+        hash_of, ref = self._hash_of, self._ref
         for _ in range(n):
             b, _ = free.popitem(last=False)
             old = hash_of.pop(b, None)
@@ -122,20 +131,13 @@ class BlockPool:
         self._index(req, min(req.num_computed, req.num_tokens))
 
     def free(self, req: Request) -> None:
-        if not self._hash_of:
-            # Nothing is hashed, so nothing is shared (a shared block is a prefix hit, and a block
-            # keeps its hash while referenced): every block is released.
-            # (Counts of free blocks are not read before take() resets them.)
-            free = self._free
+        if not self._hashing:
+            self._free.extend(reversed(req.blocks))
+        else:
             for b in reversed(req.blocks):
-                free[b] = None
-            req.blocks = []
-            req.num_hashed_blocks = 0
-            return
-        for b in reversed(req.blocks):
-            self._ref[b] -= 1
-            if self._ref[b] == 0:
-                self._free[b] = None
-                self._free_hashed += b in self._hash_of
+                self._ref[b] -= 1
+                if self._ref[b] == 0:
+                    self._free[b] = None
+                    self._free_hashed += b in self._hash_of
         req.blocks = []
         req.num_hashed_blocks = 0
