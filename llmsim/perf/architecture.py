@@ -40,7 +40,7 @@ def load_architecture(profiles_root: Path, model_type: str) -> Architecture:
         have = ", ".join(available_architectures(profiles_root)) or "none"
         raise ProfileError(f"architecture file not found: {path} (available: {have})")
     with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+        doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     seq, catalog = doc.get("sequence"), doc.get("catalog")
     if not isinstance(seq, dict) or not isinstance(catalog, dict):
         raise ProfileError(f"{path}: must define both 'sequence' and 'catalog'")

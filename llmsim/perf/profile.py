@@ -15,6 +15,8 @@ from typing import Sequence
 
 import yaml
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when built
+
 from llmsim.perf import ProfileError
 from llmsim.perf.architecture import Architecture, load_architecture
 
@@ -83,9 +85,17 @@ class _AttentionTable:
         cols, rows = _read_rows(path)
         idx = [_col(cols, c, path) for c in ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us")]
         grouped: dict[tuple[int, int], dict[int, dict[int, int]]] = {}
+        i_pc, i_kp, i_nd, i_kd, i_t = idx
         for r in rows:
-            pc, kp, nd, kd = (int(r[i]) for i in idx[:4])
-            grouped.setdefault((pc, nd), {}).setdefault(kp, {})[kd] = _us_to_ns(r[idx[4]])
+            key = (int(r[i_pc]), int(r[i_nd]))
+            by_kp = grouped.get(key)
+            if by_kp is None:
+                by_kp = grouped[key] = {}
+            kp = int(r[i_kp])
+            by_kd = by_kp.get(kp)
+            if by_kd is None:
+                by_kd = by_kp[kp] = {}
+            by_kd[int(r[i_kd])] = max(1, round(float(r[i_t]) * 1000.0))  # _us_to_ns, inlined
         self.slices: dict[tuple[int, int], tuple[list[int], list[tuple[list[int], list[int]]]]] = {}
         for key, by_kp in grouped.items():
             kps = sorted(by_kp)
@@ -267,7 +277,7 @@ class ProfileBundle:
         if not meta_path.is_file():
             raise ProfileError(f"meta.yaml missing: {meta_path}")
         with open(meta_path) as f:
-            meta = yaml.safe_load(f) or {}
+            meta = yaml.load(f, Loader=_YAML_LOADER) or {}
         if architecture is None:
             model_type = meta.get("architecture")
             if not model_type:
