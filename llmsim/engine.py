@@ -253,11 +253,17 @@ class Engine:
                     self._last_batch_reqs = batch.num_reqs
                     self.iterations += 1
                     self.batches[(i, batch.id)] = batch
-                    events = self.backend.place(i, *where[i], batch.id, costs[i].times(batch), now)
+                    if self.record_iterations:
+                        events = self.backend.place(i, *where[i], batch.id, costs[i].times(batch), now)
+                    else:
+                        stage0_end, end = self.backend.place_ends(i, *where[i], batch.id, costs[i].times(batch), now)
+                        events = None
+                if events is not None:
+                    stage0_end, end = events[0].first_rank_end_ns, events[-1].end_ns
                 busy[i] = True
                 seq = self._seq
-                push(heap, (events[0].first_rank_end_ns, _STAGE0_FREE, seq, i))
-                push(heap, (events[-1].end_ns, _BATCH_DONE, seq + 1, (i, batch.id)))
+                push(heap, (stage0_end, _STAGE0_FREE, seq, i))
+                push(heap, (end, _BATCH_DONE, seq + 1, (i, batch.id)))
                 self._seq = seq + 2
                 if self.record_iterations:
                     self.record(batch, events)

@@ -84,14 +84,7 @@ class EmbeddedBackend:
         free = self._free[instance]
         events = []
         if tp == 1:  # the common case, without per-rank lists
-            ready = t_ns
-            for stage, (busy, load, store) in enumerate(times):
-                begin = max(free[stage][0], ready)
-                end = self._queued1(begin, load) + busy if load else begin + busy
-                if store:
-                    end = self._queued1(end, store)
-                free[stage][0] = ready = end
-                events.append(StageEvent(instance, stage, first_npu + stage, batch_id, begin, end, end))
+            self._place1(instance, first_npu, batch_id, times, t_ns, events)
             return events
         ready = [t_ns] * tp  # when each rank's input is available
         for stage, (busy, load, store) in enumerate(times):
@@ -104,6 +97,32 @@ class EmbeddedBackend:
             ready = ends  # SEND is the stage's last op: the next stage's RECV completes with it
             events.append(StageEvent(instance, stage, first_npu + stage * tp, batch_id, min(begin), ends[-1], ends[0]))
         return events
+
+    def place_ends(self, instance: int, first_npu: int, tp: int, batch_id: int,
+                   times: list[tuple[int, int, int]], t_ns: int) -> tuple[int, int]:
+        """place() for a caller that needs only (stage 0's rank-0 end, the last stage's end)."""
+        if tp != 1:
+            events = self.place(instance, first_npu, tp, batch_id, times, t_ns)
+            return events[0].first_rank_end_ns, events[-1].end_ns
+        return self._place1(instance, first_npu, batch_id, times, t_ns, None)
+
+    def _place1(self, instance, first_npu, batch_id, times, t_ns, events) -> tuple[int, int]:
+        free = self._free[instance]
+        ready = t_ns
+        first = -1
+        for stage, (busy, load, store) in enumerate(times):
+            begin = free[stage][0]
+            if ready > begin:
+                begin = ready
+            end = self._queued1(begin, load) + busy if load else begin + busy
+            if store:
+                end = self._queued1(end, store)
+            free[stage][0] = ready = end
+            if first < 0:
+                first = end
+            if events is not None:
+                events.append(StageEvent(instance, stage, first_npu + stage, batch_id, begin, end, end))
+        return first, ready
 
     def _queued(self, ready: list[int], each_ns: int) -> list[int]:
         """Ranks passing (in rank order) through the host-memory FIFO, each_ns apiece."""
