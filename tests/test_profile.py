@@ -235,3 +235,21 @@ def test_missing_meta(tiny):
     (tiny / "HW" / "org" / "m" / "bf16" / "meta.yaml").unlink()
     with pytest.raises(ProfileError, match="meta.yaml missing"):
         ProfileBundle.load(tiny, "HW", "org/m", "bf16", 1)
+
+
+@pytest.mark.parametrize("bundle", ["pro1", "rtx4090"])
+def test_decode_only_fast_path_equals_the_general_rule(bundle, request):
+    # Decode-only batches take a flattened path (one per lane step); it must give the general
+    # 4-D rule and skew blend's answer for every shape, on and off the grid, skewed or uniform.
+    import random
+
+    b = request.getfixturevalue(bundle)
+    rng = random.Random(5)
+    for _ in range(4000):
+        nd = rng.randrange(1, 300)
+        lo = rng.randrange(0, 9000)
+        hi = lo if nd == 1 or rng.random() < 0.2 else lo + rng.randrange(1, 9000)
+        total = lo if nd == 1 else nd * lo + rng.randrange(0, (hi - lo) * (nd - 1) + 1)
+        total = max(total, lo + (hi - lo)) if nd > 1 else total
+        fast = b.attention_ns_from_stats(0, 0, nd, total, hi, lo)
+        assert fast == b._attention_general(0, 0, nd, total, hi, lo), (nd, total, hi, lo)

@@ -473,21 +473,66 @@ class ProfileBundle:
             return 0.0
         axes, alphas, default = self._skew
         sr = max(0.0, min(1.0, float(skew_rate)))
-        labels = (int(pc),  # the raw runtime chunk, so mixed batches off the grid fall to the default
-                  _bucket_label(axes["n_bins"], axes["n_labels"], int(nd)),
-                  _bucket_label(axes["skew_rate_bins"], axes["skew_rate_labels"], sr),
-                  _bucket_label(axes["kv_big_bins"], axes["kv_big_labels"], int(kv_big)),
-                  _bucket_label(axes["kp_bins"], axes["kp_labels"], int(kp)))
-        alpha = self._alpha.get(labels)
+        # bucket indices (as _bucket_label picks them) key a memo of the alpha lookups
+        left = bisect.bisect_left
+        key = (int(pc), left(axes["n_bins"], int(nd), 1), left(axes["skew_rate_bins"], sr, 1),
+               left(axes["kv_big_bins"], int(kv_big), 1), left(axes["kp_bins"], int(kp), 1))
+        alpha = self._alpha.get(key)
         if alpha is None:
-            alpha = self._alpha[labels] = alphas.get("pc={}|{}|{}|{}|{}".format(*labels), default)
+            labels = (int(pc),  # the raw runtime chunk, so mixed batches off the grid fall to the default
+                      _bucket_label(axes["n_bins"], axes["n_labels"], int(nd)),
+                      _bucket_label(axes["skew_rate_bins"], axes["skew_rate_labels"], sr),
+                      _bucket_label(axes["kv_big_bins"], axes["kv_big_labels"], int(kv_big)),
+                      _bucket_label(axes["kp_bins"], axes["kp_labels"], int(kp)))
+            alpha = self._alpha[key] = alphas.get("pc={}|{}|{}|{}|{}".format(*labels), default)
         return alpha
+
+    def _decode_only_ns(self, nd: int, kd_sum: int, kd_max: int, kd_min: int) -> int | None:
+        """attention_ns_from_stats(0, 0, nd, ...) for the common cell shape (one pc value, rows
+        on kd profiled at kp = 0), flattened: every decode step of a lane comes here. The
+        arithmetic is that of _attention_point and the skew blend, operation for operation;
+        None sends the query the general way (tests/test_profile.py compares the two)."""
+        a = self._attn
+        cell = self._cells.get((0, nd, 0)) or self._cell(0, nd, 0)
+        t_pc, t_nd, corners = cell
+        if len(corners) != 2 or corners[0][0] is None or (corners[1] is not None and corners[1][0] is None):
+            return None
+        kd_mean = kd_sum // nd
+        if nd > a.nd_vals[-1] or kd_max > a.kv_max or 0 > a.pc_vals[-1]:
+            return None  # beyond the grid: the general path warns
+        k0, v0 = corners[0][0]
+        k1, v1 = corners[1][0] if corners[1] is not None else (None, None)
+        vals = []
+        for kd in ((kd_mean, kd_max) if nd > 1 and kd_max != kd_mean else (kd_mean,)):
+            c00 = _row_at(k0, v0, kd)
+            c01 = _row_at(k1, v1, kd) if k1 is not None else c00
+            w = c00 + t_nd * (c01 - c00)  # v0 == v1 with a single pc value
+            vals.append(max(1, int(w + t_pc * (w - w))))
+        v = t_mean = vals[0]
+        if len(vals) == 2:
+            gap = kd_max - kd_min
+            skew_rate = (kd_mean - kd_min) / gap if gap > 0 else 0.5
+            alpha = self._skew_alpha(0, nd, skew_rate, kd_max, 0)
+            if alpha != 0.0:
+                t_max = vals[1]
+                if t_max > t_mean:
+                    v = max(1, int(round(t_mean + alpha * (t_max - t_mean))))
+        return v
 
     def attention_ns_from_stats(self, prefill_chunk: int, kv_prefill: int, n_decode: int,
                                 kv_decode_sum: int, kv_decode_max: int, kv_decode_min: int) -> int:
         """attention_ns for callers that keep the decode-history sum/max/min themselves."""
         if prefill_chunk == 0 and n_decode == 0:
             return 0
+        if prefill_chunk == 0 and kv_prefill == 0 and self._attn is not None and kv_decode_min >= 0:
+            v = self._decode_only_ns(n_decode, kv_decode_sum, kv_decode_max, kv_decode_min)
+            if v is not None:
+                return v
+        return self._attention_general(prefill_chunk, kv_prefill, n_decode, kv_decode_sum, kv_decode_max,
+                                       kv_decode_min)
+
+    def _attention_general(self, prefill_chunk: int, kv_prefill: int, n_decode: int,
+                           kv_decode_sum: int, kv_decode_max: int, kv_decode_min: int) -> int:
         key = (prefill_chunk, kv_prefill, n_decode, kv_decode_sum, kv_decode_max, kv_decode_min)
         v = self._cache_attn.get(key)
         if v is not None:
