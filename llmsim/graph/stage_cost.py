@@ -3,14 +3,16 @@
 A stage's busy time is a sum of op durations, and each op depends on one thing: dense ops,
 all-reduces, sends and host transfers on the batch's tokens, per-sequence ops (lm_head, sampler)
 on its request count, attention ops on the attention time t. So busy = tokens part + requests
-part + (attention ops) * t, each part cached on its own key. The parts come from probe graphs
-built with the real builder and backend, so this path and the graph path (traces, ASTRA-Sim)
-cannot drift apart; tests/test_fast_path.py checks them equal.
+part + (attention ops) * t, each part cached on its own key. Op counts and the communication
+template come from a probe graph built with the real builder, and communication is timed by the
+real backend, so this path and the graph path (traces, ASTRA-Sim) cannot drift apart unless the
+builder stops scaling message sizes with tokens; tests/test_fast_path.py checks them equal.
 """
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .builder import InstanceLayout, build_graph
+from .iteration import IterationGraph, OpKind, StageProgram
 
 _CACHE_CAP = 1 << 16
 
@@ -29,21 +31,34 @@ class StageCosts:
         self._per_seq = list(timer.per_sequence_layers)
         self._by_tokens: dict[int, list[tuple[int, int, int]]] = {}
         self._by_reqs: dict[int, list[int]] = {}
-        # per stage: attention ops, and how many times each per-sequence layer runs
+        # Per stage: attention ops, and how many times each per-sequence and each other timed
+        # layer runs; plus a one-token template of the stage's communication and host ops,
+        # whose sizes all scale with the batch's tokens.
         self._attn_ops: list[int] = []
         self._seq_ops: list[Counter] = []
-        probe = build_graph(layout, _Probe(0, 1), {l: 1 for l in [*timer.attention_layers, *self._per_seq]})
+        self._tok_ops: list[Counter] = []
+        base = timer.base_durations(1, 1)
+        probe = build_graph(layout, _Probe(0, 1), {**base, **{l: 1 for l in timer.attention_layers}})
         attn = set(timer.attention_layers)
+        seq = set(self._per_seq)
+        self._comm = []
+        self._probe_stages = probe.stages
         for prog in probe.stages:
-            names = Counter(op.name for op in prog.ops())
+            names = Counter(op.name for op in prog.ops() if op.kind is OpKind.COMPUTE)
             self._attn_ops.append(sum(names[l] for l in attn))
-            self._seq_ops.append(Counter({l: names[l] for l in self._per_seq}))
+            self._seq_ops.append(Counter({l: n for l, n in names.items() if l in seq}))
+            self._tok_ops.append(Counter({l: n for l, n in names.items() if l not in seq and l not in attn}))
+            self._comm.append(tuple(tuple(op for op in ops if op.kind is not OpKind.COMPUTE)
+                                    for ops in (prog.head_ops, prog.block_ops, prog.tail_ops)))
 
     def _tokens_part(self, total_len: int) -> list[tuple[int, int, int]]:
-        durations = self.timer.base_durations(total_len, 1)
-        for layer in self._per_seq:
-            durations[layer] = 0
-        return self.backend.stage_times(build_graph(self.layout, _Probe(0, total_len), durations))
+        d = self.timer.base_durations(total_len, 1)
+        scaled = lambda ops: tuple(replace(op, size_bytes=op.size_bytes * total_len) for op in ops)
+        comm = IterationGraph(0, self.layout.instance, self.layout.first_npu, self.layout.tp_size, tuple(
+            StageProgram(p.stage, p.first_layer, scaled(head), scaled(block), p.n_blocks, scaled(tail))
+            for p, (head, block, tail) in zip(self._probe_stages, self._comm)))
+        return [(busy + sum(n * d[l] for l, n in ops.items()), load, store)
+                for (busy, load, store), ops in zip(self.backend.stage_times(comm), self._tok_ops)]
 
     def _reqs_part(self, num_reqs: int) -> list[int]:
         d = self.timer.base_durations(1, num_reqs)
