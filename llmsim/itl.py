@@ -7,7 +7,8 @@ about a tenth of what flat lists took), and the CSV text of a shared gap is made
 """
 from array import array
 
-import numpy as np
+from bisect import bisect_right
+from itertools import accumulate
 
 
 class GapLog:
@@ -51,9 +52,6 @@ class Itl:
         for p in self.parts:
             yield from (p if type(p) is array else p[0].gaps[p[1]:p[2]])
 
-    def values(self) -> np.ndarray:
-        return np.array(list(self), dtype=np.int64)
-
     def text(self) -> str:
         """"[a, b, c]", as the reference writes the list."""
         out = []
@@ -62,48 +60,80 @@ class Itl:
         return "[" + ", ".join(out) + "]"
 
 
-def itl_weighted(itls) -> tuple[np.ndarray, np.ndarray]:
-    """Every distinct stored gap once with its multiplicity over these lists: (values ns, counts)."""
-    own = [np.frombuffer(p, dtype=np.int64) for itl in itls for p in itl.parts if type(p) is array]
-    cover: dict[int, tuple[GapLog, np.ndarray]] = {}
-    for itl in itls:
-        for p in itl.parts:
-            if type(p) is not array:
-                log, start, stop = p
-                entry = cover.get(id(log))
-                if entry is None:
-                    entry = cover[id(log)] = (log, np.zeros(len(log.gaps) + 1, dtype=np.int64))
-                entry[1][start] += 1
-                entry[1][stop] -= 1
-    values = own + [np.frombuffer(log.gaps, dtype=np.int64) for log, _ in cover.values()]
-    counts = [np.ones(len(v), dtype=np.int64) for v in own]
-    counts += [np.cumsum(diff)[:len(log.gaps)] for log, diff in cover.values()]
-    if not values:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(values), np.concatenate(counts)
+NUMPY_FROM = 200_000  # stored gaps above which the statistics are counted with numpy
 
 
-def weighted_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
-    """The linear-interpolation percentile (numpy's default method, stats.percentile's rule) of
-    the list holding each value counts times, without building that list."""
-    keep = counts > 0
-    values, counts = values[keep], counts[keep]
-    order = np.argsort(values, kind="stable")
-    values, cum = values[order], np.cumsum(counts[order])
-    n = int(cum[-1])
-    pos = q / 100 * (n - 1)
-    lo = int(pos)
-    hi = min(lo + 1, n - 1)
-    a, b = (float(values[np.searchsorted(cum, k, side="right")]) for k in (lo, hi))
-    return a + (b - a) * (pos - lo)
+def _order_stat(sorted_values, cum_counts, k: int) -> int:
+    """The k-th (0-based) element of the expanded list, given values sorted and cumulative counts."""
+    return sorted_values[bisect_right(cum_counts, k)]
+
+
+def _lerp_ms(a_ns: int, b_ns: int, frac: float) -> float:
+    a, b = a_ns / 1e6, b_ns / 1e6
+    return a + (b - a) * frac
 
 
 def itl_stats_ms(itls) -> tuple[float, float, float] | None:
-    """(mean, median, P99) in ms over every gap of these lists, or None when there is none."""
-    values, counts = itl_weighted(itls)
-    n = int(counts.sum())
-    if n == 0:
+    """(mean, median, P99) in ms over every gap of these lists, or None when there is none.
+    Exact integer counting and one float formula, so the pure-Python path (small runs: no numpy
+    import) and the numpy path (large runs) print the same numbers."""
+    own: list[int] = []
+    logs: dict[int, tuple[GapLog, list[int]]] = {}  # coverage of each log, as a difference list
+    for itl in itls:
+        for p in itl.parts:
+            if type(p) is array:
+                own += p
+                continue
+            log, start, stop = p
+            entry = logs.get(id(log))
+            if entry is None:
+                entry = logs[id(log)] = (log, [0] * (len(log.gaps) + 1))
+            entry[1][start] += 1
+            entry[1][stop] -= 1
+    if len(own) + sum(len(log.gaps) for log, _ in logs.values()) > NUMPY_FROM:
+        values, cum = _weighted_numpy(own, logs.values())
+    else:
+        counts: dict[int, int] = {}
+        for v in own:
+            counts[v] = counts.get(v, 0) + 1
+        for log, diff in logs.values():
+            for v, c in zip(log.gaps, accumulate(diff)):
+                if c:
+                    counts[v] = counts.get(v, 0) + c
+        values = sorted(counts)
+        cum = list(accumulate(counts[v] for v in values))
+    if not len(values):
         return None
-    total_ns = int(np.dot(values, counts))
-    ms = values.astype(np.float64) / 1e6
-    return total_ns / n / 1e6, weighted_percentile(ms, counts, 50), weighted_percentile(ms, counts, 99)
+    n = int(cum[-1])
+    total_ns = int(_weighted_sum(values, cum))
+    out = [total_ns / n / 1e6]
+    for q in (50, 99):
+        pos = q / 100 * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        out.append(_lerp_ms(int(_order_stat(values, cum, lo)), int(_order_stat(values, cum, hi)), pos - lo))
+    return tuple(out)
+
+
+def _weighted_sum(values, cum) -> int:
+    prev, total = 0, 0
+    for v, c in zip(values, cum):
+        total += int(v) * (int(c) - prev)
+        prev = int(c)
+    return total
+
+
+def _weighted_numpy(own: list[int], logs):
+    """Distinct gap values, sorted, with cumulative multiplicities (numpy: for long runs)."""
+    import numpy as np
+
+    values = [np.array(own, dtype=np.int64)] + [np.frombuffer(log.gaps, dtype=np.int64) for log, _ in logs]
+    counts = [np.ones(len(own), dtype=np.int64)] + [np.cumsum(np.array(d[:-1], dtype=np.int64)) for _, d in logs]
+    values, counts = np.concatenate(values), np.concatenate(counts)
+    keep = counts > 0
+    values, counts = values[keep], counts[keep]
+    order = np.argsort(values, kind="stable")
+    values, counts = values[order], counts[order]
+    distinct, first = np.unique(values, return_index=True)
+    summed = np.add.reduceat(counts, first) if len(counts) else counts
+    return distinct.tolist(), np.cumsum(summed).tolist()

@@ -6,9 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
+import math
 
 from .itl import itl_stats_ms
+from .stats import percentile
 from .units import GIB, NS_PER_S
 
 CSV_HEADER = ["instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
@@ -156,11 +157,8 @@ def heartbeat_line(hb, interval_ns: int) -> str:
 def _stats_ms(values_ns) -> str:
     if len(values_ns) == 0:
         return "n/a"
-    a = np.asarray(values_ns, dtype=np.float64)  # reordered in place: callers pass a throwaway
-    a /= 1e6
-    mean = a.mean()
-    median, p99 = np.percentile(a, [50, 99], overwrite_input=True)
-    return f"mean {mean:.2f}  median {median:.2f}  P99 {p99:.2f}"
+    ms = sorted(v / 1e6 for v in values_ns)
+    return f"mean {math.fsum(ms) / len(ms):.2f}  median {percentile(ms, 50):.2f}  P99 {percentile(ms, 99):.2f}"
 
 
 def summary(result, instances, scheduler_stats) -> str:
