@@ -5,6 +5,7 @@ The scheduler never reads the clock: the engine passes now_ns in and reports com
 """
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .batch import Batch, Entry
 from .config.engine import EngineArgs
@@ -22,8 +23,7 @@ class SchedulerStats:
     prefix_hit_tokens: int = 0
 
 
-@dataclass
-class Completion:
+class Completion(NamedTuple):  # one per batch
     prompt_tokens: int
     gen_tokens: int
     finished: list[Request]

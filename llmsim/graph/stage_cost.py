@@ -9,10 +9,10 @@ real backend, so this path and the graph path (traces, ASTRA-Sim) cannot drift a
 builder stops scaling message sizes with tokens; tests/test_fast_path.py checks them equal.
 """
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .builder import InstanceLayout, build_graph
-from .iteration import IterationGraph, OpKind, StageProgram
+from .iteration import IterationGraph, Op, OpKind, StageProgram
 
 _CACHE_CAP = 1 << 16
 
@@ -53,7 +53,8 @@ class StageCosts:
 
     def _tokens_part(self, total_len: int) -> list[tuple[int, int, int]]:
         d = self.timer.base_durations(total_len, 1)
-        scaled = lambda ops: tuple(replace(op, size_bytes=op.size_bytes * total_len) for op in ops)
+        scaled = lambda ops: tuple(Op(op.kind, op.name, op.duration_ns, op.size_bytes * total_len, op.peer_stage)
+                                   for op in ops)
         comm = IterationGraph(0, self.layout.instance, self.layout.first_npu, self.layout.tp_size, tuple(
             StageProgram(p.stage, p.first_layer, scaled(head), scaled(block), p.n_blocks, scaled(tail))
             for p, (head, block, tail) in zip(self._probe_stages, self._comm)))
