@@ -31,6 +31,7 @@ class StageCosts:
         self._per_seq = list(timer.per_sequence_layers)
         self._by_tokens: dict[int, list[tuple[int, int, int]]] = {}
         self._by_reqs: dict[int, list[int]] = {}
+        self._shapes: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
         # Per stage: attention ops, and how many times each per-sequence and each other timed
         # layer runs; plus a one-token template of the stage's communication and host ops,
         # whose sizes all scale with the batch's tokens.
@@ -67,13 +68,23 @@ class StageCosts:
 
     def times(self, batch) -> list[tuple[int, int, int]]:
         """(busy, host load, host store) per stage, as EmbeddedBackend.stage_times of the batch's graph."""
-        tok = self._by_tokens.get(batch.total_len)
+        key = (batch.total_len, batch.num_reqs)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= _CACHE_CAP:
+                self._shapes.clear()
+            shape = self._shapes[key] = self._shape(*key)
+        t = self.timer.attention_ns(batch)
+        return [(b + k * t, load, store) for b, k, load, store in shape]
+
+    def _shape(self, total_len: int, num_reqs: int) -> list[tuple[int, int, int, int]]:
+        """Per stage: (busy without attention, attention ops, host load, host store)."""
+        tok = self._by_tokens.get(total_len)
         if tok is None:
             if len(self._by_tokens) >= _CACHE_CAP:
                 self._by_tokens.clear()
-            tok = self._by_tokens[batch.total_len] = self._tokens_part(batch.total_len)
-        req = self._by_reqs.get(batch.num_reqs)
+            tok = self._by_tokens[total_len] = self._tokens_part(total_len)
+        req = self._by_reqs.get(num_reqs)
         if req is None:
-            req = self._by_reqs[batch.num_reqs] = self._reqs_part(batch.num_reqs)
-        t = self.timer.attention_ns(batch)
-        return [(b + r + k * t, load, store) for (b, load, store), r, k in zip(tok, req, self._attn_ops)]
+            req = self._by_reqs[num_reqs] = self._reqs_part(num_reqs)
+        return [(b + r, k, load, store) for (b, load, store), r, k in zip(tok, req, self._attn_ops)]

@@ -487,7 +487,7 @@ class ProfileBundle:
             alpha = self._alpha[key] = alphas.get("pc={}|{}|{}|{}|{}".format(*labels), default)
         return alpha
 
-    def _decode_only_ns(self, nd: int, kd_sum: int, kd_max: int, kd_min: int) -> int | None:
+    def decode_only_ns(self, nd: int, kd_sum: int, kd_max: int, kd_min: int) -> int | None:
         """attention_ns_from_stats(0, 0, nd, ...) for the common cell shape (one pc value, rows
         on kd profiled at kp = 0), flattened: every decode step of a lane comes here. The
         arithmetic is that of _attention_point and the skew blend, operation for operation;
@@ -525,7 +525,7 @@ class ProfileBundle:
         if prefill_chunk == 0 and n_decode == 0:
             return 0
         if prefill_chunk == 0 and kv_prefill == 0 and self._attn is not None and kv_decode_min >= 0:
-            v = self._decode_only_ns(n_decode, kv_decode_sum, kv_decode_max, kv_decode_min)
+            v = self.decode_only_ns(n_decode, kv_decode_sum, kv_decode_max, kv_decode_min)
             if v is not None:
                 return v
         return self._attention_general(prefill_chunk, kv_prefill, n_decode, kv_decode_sum, kv_decode_max,

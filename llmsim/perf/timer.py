@@ -42,6 +42,10 @@ class ProfileTimer:
         """Each attention layer's duration; 0 when the bundle has no row (the layer is skipped)."""
         if not self._attn:
             return 0
+        if batch.prefill_tokens == 0 and batch.kv_prefill == 0 and batch.n_decode and batch.kd_min >= 0:
+            t = self.bundle.decode_only_ns(batch.n_decode, batch.kd_sum, batch.kd_max, batch.kd_min)
+            if t is not None:  # the decode-step shortcut (what attention_ns_from_stats would do first)
+                return t
         return self.bundle.attention_ns_from_stats(batch.prefill_tokens, batch.kv_prefill, batch.n_decode,
                                                    batch.kd_sum, batch.kd_max, batch.kd_min)
 
