@@ -1,6 +1,7 @@
 """`llmsim` / `python -m llmsim`: flags compatible with the reference's `python -m serving`;
 `llmsim validate` compares a simulation with a recorded vLLM run."""
 import functools
+import gc
 import logging
 import signal
 import sys
@@ -145,6 +146,7 @@ def _simulate(o: dict) -> None:
         on_graph = trace_dumper(sim.cluster, o["dump_traces"], o["trace_flavor"])
     if o["backend"] == "astra-sim":
         factory = _astra_factory(o)
+    gc.freeze()  # the loaded workload and tables live all run: keep the cycle collector off them
     result = run(sim, routing_policy=o["request_routing_policy"], log_interval_ns=interval_ns, on_heartbeat=on_hb,
                  record_iterations=iteration_log is not None, on_graph=on_graph, engine_factory=factory)
     instances = sim.instances

@@ -54,10 +54,8 @@ class Itl:
 
     def text(self) -> str:
         """"[a, b, c]", as the reference writes the list."""
-        out = []
-        for p in self.parts:
-            out += map(str, p) if type(p) is array else p[0].text(p[1], p[2])
-        return "[" + ", ".join(out) + "]"
+        return "[" + ", ".join([", ".join(map(str, p)) if type(p) is array else ", ".join(p[0].text(p[1], p[2]))
+                                for p in self.parts]) + "]"
 
 
 NUMPY_FROM = 200_000  # stored gaps above which the statistics are counted with numpy
