@@ -78,6 +78,19 @@ def test_prefix_heavy_mixed_with_lanes(tmp_path):
                 "--dtype", "bfloat16")
     hits, _ = _grab(out, r"Prefix cache hits:\s+(\d+) / (\d+)")
     assert hits > 0
+    # The first hashed request arrives while lanes hold blocks: the pool switches to hashing mid-run.
+    late = tmp_path / "late.jsonl"
+    with open(late, "w") as f:
+        for k, line in enumerate(lines[:160]):
+            obj = json.loads(line)
+            if k < 60:
+                obj.pop("input_tok_ids", None)
+                obj.pop("output_tok_ids", None)
+            f.write(json.dumps(obj) + "\n")
+    out = _same(tmp_path, "--cluster-config", "configs/cluster/rtx4090_validation_instance.json", "--dataset", late,
+                "--dtype", "bfloat16", "--max-num-seqs", 256)
+    assert _grab(out, r"Prefix cache hits:\s+(\d+) / (\d+)")[0] > 0
+    assert _grab(out, r"Preemptions:\s+(\d+)")[0] > 0
     _same(tmp_path, "--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset", SHAREGPT,
           "--dtype", "bfloat16", "--num-reqs", 150)
 
