@@ -9,11 +9,14 @@ plain scheduler's code (scheduler.py) on fully materialised state.
 
 Exactness. A step is formed the lane way only when the plain scheduler provably schedules every
 ready request whole (their tokens fit the budget) and every allocation succeeds (blocks needed
-<= free): then the order of allocations inside the step cannot matter, because lane members
-never touch the prefix cache (they join only when it is off or they carry no token ids), so
-whichever member a fresh block goes to is a relabelling. Steps with a hashing request, a
-truncating budget or a KV shortage (preemption) run the plain code. tests/test_fast_path.py runs
-both paths on several workloads and compares the outputs byte for byte.
+<= free). Steps with a truncating budget or a KV shortage (preemption) run the plain code.
+Within a step, when nothing hashes into the prefix cache the order of allocations cannot matter
+(a fresh block going to one member or another is a relabelling), so a lane takes its blocks in
+bulk. When something does (a member or a solo request with token ids and caching on), the
+step's pool operations run one by one in running order, exactly as the plain path's: which
+hashes are evicted and which block keeps a hash depends on that order. tests/test_fast_path.py
+runs both paths on several workloads (identical-request families among them, which catch a
+wrong order) and compares the outputs byte for byte.
 """
 import heapq
 from array import array
@@ -30,7 +33,7 @@ class Lane:
     lane's formations (num_computed) and completions (num_tokens) since it joined."""
 
     __slots__ = ("bs", "members", "sched", "done", "times", "log", "offsets", "off_sum", "hist", "finish",
-                 "reservoir", "batch")
+                 "reservoir", "batch", "by_residue", "hashing")
 
     def __init__(self, block_size: int):
         self.bs = block_size
@@ -45,6 +48,11 @@ class Lane:
         self.finish: list = []  # heap of (completions at which it finishes, run_seq, request)
         self.reservoir: list[int] = []  # blocks taken at formations, handed out at materialisation
         self.batch: Batch | None = None  # the batch in flight; None when the lane is ready
+        # members by offset mod block size, in running order: who takes a block or fills one
+        self.by_residue: list[list[tuple[int, Request]]] = [[] for _ in range(block_size)]
+        # A member hashes its blocks into the prefix cache as they fill: then the lane's block
+        # takes and hashing happen member by member in running order, and blocks are held live.
+        self.hashing = False
 
     def __len__(self) -> int:
         return len(self.members)
@@ -56,9 +64,23 @@ class Lane:
         insort(self.offsets, o)
         self.off_sum += o
         self.hist[o % self.bs] += 1
+        insort(self.by_residue[o % self.bs], (req.run_seq, req))
         heapq.heappush(self.finish, (req.target_len - req.num_tokens + self.sched, req.run_seq, req))
         req.lane = self
         req.lane_join = self.sched
+
+    def live_computed(self, req: Request) -> int:
+        return req.num_computed + self.sched - req.lane_join
+
+    def start_hashing(self) -> None:
+        """Hand the reservoir's blocks to their members: from now on blocks are held live."""
+        for req in self.members:
+            nb = -(-self.live_computed(req) // self.bs) - len(req.blocks)
+            if nb > 0:
+                req.blocks += self.reservoir[-nb:]
+                del self.reservoir[-nb:]
+        assert not self.reservoir
+        self.hashing = True
 
     def blocks_needed(self) -> int:
         """Blocks the next formation takes: members whose history is a multiple of the block size."""
@@ -85,6 +107,8 @@ class Lane:
         del self.offsets[bisect_left(self.offsets, o)]
         self.off_sum -= o
         self.hist[o % self.bs] -= 1
+        group = self.by_residue[o % self.bs]
+        del group[bisect_left(group, (req.run_seq,))]
         req.lane = None
 
     def completed(self, t_ns: int) -> list[Request]:
@@ -119,8 +143,10 @@ class LaneScheduler(Scheduler):
 
     def _joinable(self, req: Request) -> bool:
         return (not req.is_init and req.num_tokens - req.num_computed == 1
-                and len(req.blocks) == -(-req.num_computed // self.pool.block_size)
-                and (req.token_ids is None or not self.pool.caching))
+                and len(req.blocks) == -(-req.num_computed // self.pool.block_size))
+
+    def _hashes(self, req: Request) -> bool:
+        return self.pool.caching and req.token_ids is not None
 
     # -- materialising -----------------------------------------------------------------------
     def _dissolve(self, lane: Lane) -> None:
@@ -163,6 +189,8 @@ class LaneScheduler(Scheduler):
                 lane = candidate
         if lane is None:
             return None
+        if lane.hashing:
+            return NotImplemented  # its pool operations go in running order: the general path
         n = len(lane.members)
         need = lane.hist[-lane.sched % lane.bs]  # blocks_needed(), inlined
         if n > self.token_budget or need > self.pool.num_free:
@@ -194,15 +222,12 @@ class LaneScheduler(Scheduler):
             blocks += lane.blocks_needed()
         plan = []
         threshold = self.threshold
-        hashing = pool.caching
         for req in self.solo:
             n = req.num_tokens - req.num_computed
             if n <= 0:
                 continue  # its previous step is still in flight
             if 0 < threshold < n:
                 n = threshold
-            if hashing and req.token_ids is not None:
-                return self._plain_schedule(now_ns)  # allocation order matters to the prefix cache
             tokens += n
             total = req.num_computed + n
             if total > len(req.blocks) * bs:
@@ -215,32 +240,39 @@ class LaneScheduler(Scheduler):
         target = max(ready, key=len) if ready else None
         for lane in ready:  # lanes scheduled together merge (rare: a pipeline slot was skipped)
             if lane is not target:
+                if lane.hashing and not target.hashing:
+                    target.start_hashing()
                 for req in list(lane.members):
                     lane.materialise(req)
                     lane.leave(req)
                     target.join(req)
                 assert not lane.reservoir
                 self.lanes.remove(lane)
-        entries: list[Entry] = []
+        solo_plan = []
         joined = False
         for req, n in plan:
             if n == 1 and self._joinable(req):
                 if target is None:
                     target = Lane(bs)
                     self.lanes.append(target)
+                if self._hashes(req) and not target.hashing:
+                    target.start_hashing()
                 target.join(req)
                 joined = True
-                continue
-            computed = req.num_computed
-            total = computed + n
-            if total > len(req.blocks) * bs:
-                pool.allocate(req, n)  # fits: checked above
-            req.num_computed = total
-            entries.append(Entry(req, n, computed, req.num_preemptions))
+            else:
+                solo_plan.append((req, n))
         if joined:
             self.solo = [r for r in self.solo if r.lane is None]
-        if target is not None:  # before admissions, as the plain path allocates running requests first
-            target.reservoir += pool.take(target.blocks_needed())
+        # Allocations, before admissions as in the plain path. While the prefix cache is in play
+        # their order decides which hashes survive, so they go one by one in running order.
+        entries: list[Entry] = []
+        if (target is not None and target.hashing) or any(self._hashes(req) for req, _ in solo_plan):
+            self._allocate_in_order(target, solo_plan, entries)
+        else:
+            for req, n in solo_plan:
+                self._allocate_solo(req, n, entries)
+            if target is not None:
+                target.reservoir += pool.take(target.blocks_needed())
         n_running = len(entries)
         budget = self.token_budget - tokens
         if budget > 0:
@@ -261,6 +293,36 @@ class LaneScheduler(Scheduler):
         self.next_batch_id += 1
         self.inflight.append(batch)
         return batch
+
+    def _allocate_solo(self, req: Request, n: int, entries: list[Entry]) -> None:
+        computed = req.num_computed
+        total = computed + n
+        if total > len(req.blocks) * self.pool.block_size or self._hashes(req):
+            self.pool.allocate(req, n)  # fits: checked by the caller
+        req.num_computed = total
+        entries.append(Entry(req, n, computed, req.num_preemptions))
+
+    def _allocate_in_order(self, lane: Lane | None, solo_plan, entries: list[Entry]) -> None:
+        """The step's pool operations in running order, as the plain path does them: solos
+        allocate; lane members whose history is a multiple of the block size take a block, and
+        (hashing lanes) those about to fill one hash it."""
+        ops = [(req.run_seq, 0, req, n) for req, n in solo_plan]
+        if lane is not None:
+            bs, s = lane.bs, lane.sched
+            ops += [(rs, 1, req, 0) for rs, req in lane.by_residue[-s % bs]]
+            if lane.hashing:
+                ops += [(rs, 2, req, 0) for rs, req in lane.by_residue[(-s - 1) % bs]]
+        ops.sort(key=lambda op: (op[0], op[1]))  # a member that takes and fills (block size 1): take first
+        pool = self.pool
+        for _, kind, req, n in ops:
+            if kind == 0:
+                self._allocate_solo(req, n, entries)
+            elif not lane.hashing:
+                lane.reservoir += pool.take(1)
+            else:
+                if kind == 1:
+                    req.blocks += pool.take(1)
+                pool.index_upto(req, lane.live_computed(req) + 1)
 
     def complete(self, batch: Batch, t_ns: int) -> Completion:
         if not batch.entries and len(batch.lanes) == 1:  # the steady state: one lane, nothing else

@@ -127,6 +127,11 @@ class BlockPool:
             out.append(b)
         return out
 
+    def index_upto(self, req: Request, tokens: int) -> None:
+        """Hash the request's blocks filled by its first `tokens` tokens (what a decode step's
+        allocate() does; the caller passes min(computed + new, tokens so far))."""
+        self._index(req, tokens)
+
     def index(self, req: Request) -> None:
         self._index(req, min(req.num_computed, req.num_tokens))
 

@@ -95,6 +95,42 @@ def test_prefix_heavy_mixed_with_lanes(tmp_path):
           "--dtype", "bfloat16", "--num-reqs", 150)
 
 
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_hashing_lanes_with_small_blocks(tmp_path, block_size):
+    # Lane members hash their blocks as they fill; with one-token blocks a member takes a block
+    # and fills it in the same step. Prefix caching on, the workload's token ids loaded.
+    _same(tmp_path, "--cluster-config", "configs/cluster/single_node_pp_instance.json", "--dataset", SHAREGPT,
+          "--dtype", "bfloat16", "--num-reqs", 60, "--block-size", block_size)
+
+
+def _twins_workload(path):
+    # Three families of identical requests (same prompt ids, same output ids; lengths differ):
+    # members of a lane fill blocks with the same hashes in the same step, and takes evict
+    # cached blocks that others are about to hash. Only running order gives the plain result.
+    import random
+
+    rng = random.Random(3)
+    t = 0
+    with open(path, "w") as f:
+        for k in range(80):
+            fam = k % 3
+            n_out = rng.choice([30, 47, 64, 90])
+            t += rng.randrange(0, 30_000_000)
+            f.write(json.dumps({"input_toks": 40 + 8 * fam, "output_toks": n_out, "arrival_time_ns": t,
+                                "input_tok_ids": list(range(1000 * fam, 1000 * fam + 40 + 8 * fam)),
+                                "output_tok_ids": list(range(50000 + 1000 * fam, 50000 + 1000 * fam + n_out))})
+                    + "\n")
+
+
+@pytest.mark.parametrize("blocks, block_size", [(90, 16), (300, 4), (150, 1)])
+def test_hashing_order_with_identical_requests(tmp_path, blocks, block_size):
+    wl = tmp_path / "twins.jsonl"
+    _twins_workload(wl)
+    out = _same(tmp_path, "--cluster-config", "configs/cluster/single_node_pp_instance.json", "--dataset", wl,
+                "--dtype", "bfloat16", "--num-gpu-blocks", blocks, "--block-size", block_size)
+    assert _grab(out, r"Prefix cache hits:\s+(\d+) / (\d+)")[0] > 0
+
+
 def test_sessions_and_two_instances(tmp_path):
     lines = [json.loads(l) for l in open(SHAREGPT).read().splitlines()[:90]]
     wl = tmp_path / "sessions.jsonl"
@@ -109,6 +145,7 @@ def test_sessions_and_two_instances(tmp_path):
 
 @pytest.mark.parametrize("cfg, extra, lane_share", [
     ("configs/cluster/single_node_pp_instance.json", {}, 0.99),  # steady decode: nearly every step in lanes
+    ("configs/cluster/single_node_pp_instance.json", {"enable_prefix_caching": True}, 0.99),  # hashing lanes
     ("configs/cluster/rtx4090_validation_instance.json", {"max_num_seqs": 256}, 0.9),  # preemptions fall back
 ])
 def test_fast_path_is_exercised(cfg, extra, lane_share):
@@ -116,7 +153,7 @@ def test_fast_path_is_exercised(cfg, extra, lane_share):
     from llmsim.config.engine import EngineArgs
     from llmsim.simulate import prepare, run
 
-    args = EngineArgs(dtype="bfloat16", enable_prefix_caching=False, **extra)
+    args = EngineArgs(dtype="bfloat16", **{"enable_prefix_caching": False, **extra})
     sim = prepare(cfg, args, SHAREGPT, 200)
     result = run(sim)
     sched = sim.instances[0].scheduler
