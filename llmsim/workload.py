@@ -107,14 +107,17 @@ def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = Tr
     return reqs
 
 
-def resample_workload(source: list[Request], n: int, rate_per_s: float, seed: int = 0) -> list[Request]:
+def resample_workload(source: list[Request], n: int, rate_per_s: float, seed: int = 0,
+                      keep_token_ids: bool = False) -> list[Request]:
     """n requests whose (prompt, output) lengths are drawn from `source`, with Poisson arrivals at
     rate_per_s (the gap is drawn before each request, as the reference's generator does).
-    No token ids, so no prefix hits."""
+    Without keep_token_ids no request carries ids, so there are no prefix hits; with it a drawn
+    request keeps its source's ids (repeats then hit the prefix cache)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(source), size=n)
     arrivals = np.cumsum(rng.exponential(1e9 / rate_per_s, size=n)).astype(np.int64)
-    return [Request(id=i, arrival_ns=int(t), prompt_len=source[k].prompt_len, output_len=source[k].output_len)
+    return [Request(id=i, arrival_ns=int(t), prompt_len=source[k].prompt_len, output_len=source[k].output_len,
+                    token_ids=source[k].token_ids if keep_token_ids else None)
             for i, (k, t) in enumerate(zip(picks, arrivals))]

@@ -32,6 +32,9 @@ SCENARIOS = {
     "pp2_3000": ("3,000 ShareGPT-length reqs, Poisson 10/s, Llama-3.1-8B pp=2",
                  "configs/cluster/single_node_pp_instance.json", ["--dtype", "bfloat16"], (3000, 10.0),
                  ("req_per_s", 2500)),
+    "pp2_3000_prefix": ("as pp2_3000 with the source's token ids kept and prefix caching on (repeats hit)",
+                        "configs/cluster/single_node_pp_instance.json", ["--dtype", "bfloat16"], (3000, 10.0, True),
+                        None),
     "pp4_10k": ("10,000 ShareGPT-length reqs, Poisson 10/s, Llama-3.1-8B pp=4",
                 "configs/cluster/single_node_pp4_instance.json", ["--dtype", "bfloat16"], (10000, 10.0), None),
     "pp8_70b_10k": ("10,000 reqs drawn as below: with pp8_70b_100k, memory growth per 10k requests",
@@ -42,15 +45,18 @@ SCENARIOS = {
 }
 
 
-def _write_workload(n: int, rate: float, path: Path) -> None:
+def _write_workload(n: int, rate: float, path: Path, token_ids: bool = False) -> None:
     sys.path.insert(0, str(ROOT))
     from llmsim.workload import load_workload, resample_workload
 
-    src = load_workload(ROOT / SHAREGPT, with_token_ids=False)
+    src = load_workload(ROOT / SHAREGPT, with_token_ids=token_ids)
     with open(path, "w") as f:
-        for r in resample_workload(src, n, rate, seed=0):
-            f.write(json.dumps({"input_toks": r.prompt_len, "output_toks": r.output_len,
-                                "arrival_time_ns": r.arrival_ns}) + "\n")
+        for r in resample_workload(src, n, rate, seed=0, keep_token_ids=token_ids):
+            line = {"input_toks": r.prompt_len, "output_toks": r.output_len, "arrival_time_ns": r.arrival_ns}
+            if r.token_ids is not None:
+                line["input_tok_ids"] = list(r.token_ids[:r.prompt_len])
+                line["output_tok_ids"] = list(r.token_ids[r.prompt_len:])
+            f.write(json.dumps(line) + "\n")
 
 
 def _run(name: str, tmp: Path, plain: bool) -> dict:
@@ -58,7 +64,7 @@ def _run(name: str, tmp: Path, plain: bool) -> dict:
     dataset = ROOT / SHAREGPT
     if synth:
         dataset = tmp / f"{name}.jsonl"
-        _write_workload(*synth, dataset)
+        _write_workload(synth[0], synth[1], dataset, *synth[2:])
     out = tmp / f"{name}.csv"
     cmd = [sys.executable, "-m", "llmsim", "--cluster-config", cfg, "--dataset", str(dataset), "--output", str(out),
            "--log-interval", "0"] + extra + (["--no-fast-path"] if plain else [])
