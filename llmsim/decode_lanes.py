@@ -189,13 +189,13 @@ class LaneScheduler(Scheduler):
                 lane = candidate
         if lane is None:
             return None
-        if lane.hashing:
-            return NotImplemented  # its pool operations go in running order: the general path
         n = len(lane.members)
         need = lane.hist[-lane.sched % lane.bs]  # blocks_needed(), inlined
         if n > self.token_budget or need > self.pool.num_free:
             return NotImplemented
-        if need:
+        if lane.hashing:
+            self._allocate_in_order(lane, [], [])
+        elif need:
             lane.reservoir += self.pool.take(need)
         s = lane.sched
         batch = Batch(self.next_batch_id, self.instance, now_ns, [], n, 0, 0, 0, n, lane.off_sum + n * s,
@@ -319,9 +319,11 @@ class LaneScheduler(Scheduler):
                 self._allocate_solo(req, n, entries)
             elif not lane.hashing:
                 lane.reservoir += pool.take(1)
+            elif kind == 1:
+                # (allocate() hashes after a take too, but the blocks it could hash were hashed
+                # when they filled, a step earlier)
+                req.blocks += pool.take(1)
             else:
-                if kind == 1:
-                    req.blocks += pool.take(1)
                 pool.index_upto(req, lane.live_computed(req) + 1)
 
     def complete(self, batch: Batch, t_ns: int) -> Completion:
