@@ -22,7 +22,7 @@ def _ids(path, lineno, obj, key):
     v = obj.get(key)
     if v is None:
         return None
-    if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+    if not isinstance(v, list) or not set(map(type, v)) <= {int}:  # JSON ints (a bool's type is bool)
         raise InputError(f"{path}: line {lineno}: field '{key}' must be a list of integers")
     return v
 

@@ -90,6 +90,15 @@ def test_bad_jsonl_line(tmp_path):
            expect=[str(ds), "line 2", "output_toks", "integer"])
 
 
+def test_token_ids_must_be_integers(tmp_path):
+    ds = tmp_path / "w.jsonl"
+    for bad in ('[1, 2, true]', '[1, 2.5]', '"1 2 3"'):
+        ds.write_text('{"input_toks": 3, "output_toks": 2, "arrival_time_ns": 0, "input_tok_ids": [1, 2, 3]}\n'
+                      '{"input_toks": 3, "output_toks": 2, "arrival_time_ns": 5, "input_tok_ids": %s}\n' % bad)
+        _fails(tmp_path, "--cluster-config", "configs/cluster/single_node_pp_instance.json", "--dataset", ds,
+               expect=[str(ds), "line 2", "input_tok_ids", "list of integers"])
+
+
 def test_truncated_jsonl_line(tmp_path):
     ds = tmp_path / "w.jsonl"
     ds.write_text('{"input_toks": 4, "output_toks": 2, "arrival_time_ns": 0}\n{"input_toks": 4,\n')
