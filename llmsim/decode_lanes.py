@@ -327,42 +327,27 @@ class LaneScheduler(Scheduler):
                 pool.index_upto(req, lane.live_computed(req) + 1)
 
     def complete(self, batch: Batch, t_ns: int) -> Completion:
-        if not batch.entries and len(batch.lanes) == 1:  # the steady state: one lane, nothing else
-            assert self.inflight[0] is batch, "batches complete in order"
-            self.inflight.popleft()
-            lane = batch.lanes[0][0]
-            gen = len(lane.members)
-            finished = lane.completed(t_ns)
-            if finished:
-                for req in finished:
-                    self._finish(req, t_ns)
-                if not lane.members:
-                    self.lanes.remove(lane)
-                if len(finished) > 1:
-                    finished.sort(key=lambda r: r.run_seq)
-            return Completion(0, gen, finished)
         if not batch.lanes:
             done = Scheduler.complete(self, batch, t_ns)
             if done.finished:
                 self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
             return done
-        done = Scheduler.complete(self, batch, t_ns)  # its per-request entries
-        finished = done.finished
-        gen = done.gen_tokens
+        if not batch.entries and len(batch.lanes) == 1:  # the steady state: one lane, nothing else
+            assert self.inflight[0] is batch, "batches complete in order"
+            self.inflight.popleft()
+            prompt, gen, finished = 0, 0, []
+        else:
+            prompt, gen, finished = self._stamp(batch, t_ns)  # its per-request entries
         for lane, _ in batch.lanes:
             gen += len(lane.members)
-            for req in lane.completed(t_ns):
-                self._finish(req, t_ns)
-                finished.append(req)
+            finished += lane.completed(t_ns)
             if not lane.members:
                 self.lanes.remove(lane)
         if finished:
-            finished.sort(key=lambda r: r.run_seq)  # the plain path lists them in running order
+            # Retired in running order, as the plain path does: the free list's order (and so
+            # which cached blocks are evicted first) follows the order of frees.
+            finished.sort(key=lambda r: r.run_seq)
+            for req in finished:
+                self._finish(req, t_ns)
             self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
-        return Completion(done.prompt_tokens, gen, finished)
-
-    def _finish(self, req: Request, t_ns: int) -> None:
-        self.pool.free(req)
-        req.end_ns = t_ns
-        req.status = Status.FINISHED
-        self.running.remove(req)
+        return Completion(prompt, gen, finished)

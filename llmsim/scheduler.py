@@ -170,16 +170,23 @@ class Scheduler:
 
     def complete(self, batch: Batch, t_ns: int) -> Completion:
         """The batch's last stage finished at t_ns: stamp tokens, retire finished requests."""
+        prompt_t, gen_t, finished = self._stamp(batch, t_ns)
+        for req in finished:  # in running order: the order their blocks return to the free list
+            self._finish(req, t_ns)
+        return Completion(prompt_t, gen_t, finished)
+
+    def _stamp(self, batch: Batch, t_ns: int) -> tuple[int, int, list[Request]]:
+        """Take the batch off the in-flight list and stamp its tokens; returns the prompt and
+        generated token counts and the requests that reached their length, not yet retired."""
         assert self.inflight and self.inflight[0] is batch, "batches complete in order"
         self.inflight.popleft()
         prompt_t = gen_t = 0
         finished = []
         pool = self.pool
         caching = pool.caching
-        done_status = Status.FINISHED
         for e in batch.entries:
             req = e.req
-            if req.status is done_status or e.epoch != req.num_preemptions:
+            if req.status is Status.FINISHED or e.epoch != req.num_preemptions:
                 continue  # preempted while in flight: its work is wasted
             done = e.computed_before + e.num_new
             num_tokens = req.num_tokens
@@ -198,9 +205,13 @@ class Scheduler:
                     req.itl_ns.append(t_ns - req.last_token_ns)
                 req.last_token_ns = t_ns
                 if num_tokens >= req.prompt_len + req.output_len:
-                    pool.free(req)
-                    req.end_ns = t_ns
-                    req.status = done_status
-                    self.running.remove(req)
                     finished.append(req)
-        return Completion(prompt_t, gen_t, finished)
+        return prompt_t, gen_t, finished
+
+    def _finish(self, req: Request, t_ns: int) -> None:
+        # Freeing touches no hash mapping, so retiring after the whole batch is stamped is the
+        # same as retiring in the loop; the order of frees is what matters (LRU free list).
+        self.pool.free(req)
+        req.end_ns = t_ns
+        req.status = Status.FINISHED
+        self.running.remove(req)

@@ -131,6 +131,16 @@ def test_hashing_order_with_identical_requests(tmp_path, blocks, block_size):
     assert _grab(out, r"Prefix cache hits:\s+(\d+) / (\d+)")[0] > 0
 
 
+def test_requests_finishing_together_free_in_running_order(tmp_path):
+    # Found by differential fuzzing: a lane member and a solo request finish in the same batch,
+    # the solo one later in running order. Their blocks must return to the free list in running
+    # order, or a later lookup finds a different cached block (4 vs 5 prefix-hit tokens here).
+    out = _same(tmp_path, "--cluster-config", "configs/cluster/single_node_single_instance.json", "--dataset",
+                "tests/data/fast_path/free_order.jsonl", "--dtype", "bfloat16", "--block-size", 1,
+                "--num-gpu-blocks", 320, "--no-enable-chunked-prefill")
+    assert _grab(out, r"Prefix cache hits:\s+(\d+) / (\d+)") == [4, 872]
+
+
 def test_sessions_and_two_instances(tmp_path):
     lines = [json.loads(l) for l in open(SHAREGPT).read().splitlines()[:90]]
     wl = tmp_path / "sessions.jsonl"
