@@ -89,10 +89,10 @@ class EmbeddedBackend:
         ready = [t_ns] * tp  # when each rank's input is available
         for stage, (busy, load, store) in enumerate(times):
             begin = [max(free[stage][r], t_ns, ready[r]) for r in range(tp)]
-            ends = self._queued(begin, load)  # ranks load the batch's input one after another
+            ends = self._queued(begin, load, t_ns)  # ranks load the batch's input one after another
             # ranks meet at every all-reduce, so the last one to start sets the pace
             ends = [max(ends) + busy] * tp
-            ends = self._queued(ends, store)
+            ends = self._queued(ends, store, t_ns)
             free[stage] = ends
             ready = ends  # SEND is the stage's last op: the next stage's RECV completes with it
             events.append(StageEvent(instance, stage, first_npu + stage * tp, batch_id, min(begin), ends[-1], ends[0]))
@@ -114,9 +114,9 @@ class EmbeddedBackend:
             begin = free[stage][0]
             if ready > begin:
                 begin = ready
-            end = self._queued1(begin, load) + busy if load else begin + busy
+            end = self._queued1(begin, load, t_ns) + busy if load else begin + busy
             if store:
-                end = self._queued1(end, store)
+                end = self._queued1(end, store, t_ns)
             free[stage][0] = ready = end
             if first < 0:
                 first = end
@@ -124,20 +124,20 @@ class EmbeddedBackend:
                 events.append(StageEvent(instance, stage, first_npu + stage, batch_id, begin, end, end))
         return first, ready
 
-    def _queued(self, ready: list[int], each_ns: int) -> list[int]:
+    def _queued(self, ready: list[int], each_ns: int, now_ns: int) -> list[int]:
         """Ranks passing (in rank order) through the host-memory FIFO, each_ns apiece."""
         if each_ns == 0:
             return ready
-        return [self._queued1(t, each_ns) for t in ready]
+        return [self._queued1(t, each_ns, now_ns) for t in ready]
 
-    def _queued1(self, t: int, each_ns: int) -> int:
+    def _queued1(self, t: int, each_ns: int, now_ns: int) -> int:
         """A transfer ready at t through the host-memory FIFO: it waits for any booked transfer it
-        would overlap; returns its end. Exact when transfers are booked in the order they are
-        issued, and near it otherwise (transfers here last tens of ns). Bookings are disjoint, so
-        both their starts and ends are sorted."""
+        would overlap; returns its end. Bookings are disjoint, so both their starts and ends are
+        sorted. now_ns is the submission time: batches are submitted in time order and no
+        transfer starts before its submission, so bookings ending by now_ns are dropped."""
         starts, ends = self._host_starts, self._host_ends
-        if len(ends) > 64 and ends[32] <= t - 1_000_000_000:
-            del starts[:32], ends[:32]  # long past: cannot overlap anything submitted from now on
+        if len(ends) > 64 and ends[32] <= now_ns:
+            del starts[:32], ends[:32]
         start = t
         i = bisect_right(ends, start)  # bookings ending at or before t cannot overlap
         n = len(starts)
