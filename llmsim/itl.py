@@ -3,7 +3,7 @@
 Requests decoding together in a lane (decode_lanes.py) see the same gaps between tokens, so the
 lane logs each gap once (GapLog) and a member's list is its own values plus runs of that log.
 Memory then grows with steps and requests, not with tokens (for the 100k-request benchmark,
-65 million gaps: about 520 MB as flat lists, a few MB this way), and the CSV text of a shared
+65 million gaps: about 520 MB as flat lists, some 25 MB this way), and the CSV text of a shared
 gap is made once.
 """
 from array import array
