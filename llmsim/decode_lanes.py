@@ -190,7 +190,7 @@ class LaneScheduler(Scheduler):
         if lane is None:
             return None
         n = len(lane.members)
-        need = lane.hist[-lane.sched % lane.bs]  # blocks_needed(), inlined
+        need = lane.blocks_needed()
         if n > self.token_budget or need > self.pool.num_free:
             return NotImplemented
         if lane.hashing:

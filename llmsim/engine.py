@@ -163,13 +163,12 @@ class Engine:
             return None
         self._last_batch_reqs = batch.num_reqs
         self.iterations += 1
+        self.batches[(i, batch.id)] = batch
         if not want_graph:
-            self.batches[(i, batch.id)] = batch
             return batch, None
         graph = self._graph(inst, batch)
         if self.on_graph:
             self.on_graph(graph)
-        self.batches[(i, batch.id)] = batch
         return batch, graph
 
     def record(self, batch: Batch, events) -> None:
@@ -204,7 +203,6 @@ class Engine:
         reqs = self.requests
         n_reqs = len(reqs)
         pop, push = heapq.heappop, heapq.heappush
-        scheds = [inst.scheduler for inst in self.instances]
         where = [(inst.layout.first_npu, inst.layout.tp_size) for inst in self.instances]
         now = 0
         while True:
@@ -240,24 +238,17 @@ class Engine:
             for i in touched:
                 if busy[i]:
                     continue
+                formed = self.form_batch(i, now, want_graph=costs is None)
+                if formed is None:
+                    continue
+                batch, graph = formed
+                events: list[StageEvent] | None = None
                 if costs is None:
-                    formed = self.form_batch(i, now)
-                    if formed is None:
-                        continue
-                    batch, graph = formed
-                    events: list[StageEvent] = self.backend.submit(graph, now)
-                else:  # form_batch without the graph
-                    batch = scheds[i].schedule(now)
-                    if batch is None:
-                        continue
-                    self._last_batch_reqs = batch.num_reqs
-                    self.iterations += 1
-                    self.batches[(i, batch.id)] = batch
-                    if self.record_iterations:
-                        events = self.backend.place(i, *where[i], batch.id, costs[i].times(batch), now)
-                    else:
-                        stage0_end, end = self.backend.place_ends(i, *where[i], batch.id, costs[i].times(batch), now)
-                        events = None
+                    events = self.backend.submit(graph, now)
+                elif self.record_iterations:
+                    events = self.backend.place(i, *where[i], batch.id, costs[i].times(batch), now)
+                else:  # the common case: only the two end times are needed
+                    stage0_end, end = self.backend.place_ends(i, *where[i], batch.id, costs[i].times(batch), now)
                 if events is not None:
                     stage0_end, end = events[0].first_rank_end_ns, events[-1].end_ns
                 busy[i] = True

@@ -20,6 +20,7 @@ from ..config.model import ModelSpec
 from ..errors import InputError
 from .architecture import Architecture
 from .hardware import HardwareSpec
+from .layer_timer import LayerTimer
 
 # layer name -> op category (the unit the efficiency factors are fitted for)
 CATEGORY = {
@@ -180,7 +181,7 @@ def load_efficiency(path: Path, hardware: str | None = None) -> dict[str, Effici
         raise InputError(f"{path}: malformed roofline fit ({type(e).__name__}: {e})") from None
 
 
-class RooflineTimer:
+class RooflineTimer(LayerTimer):
     """Same interface as ProfileTimer: durations(batch) -> {layer: ns}."""
 
     source = "roofline"
@@ -229,22 +230,6 @@ class RooflineTimer:
         return max(1, int(attention_time_ns(self.model, a, self.tp, self.fp, self.kv_fp, self.peak, self.bw,
                                             self.eff["attention_prefill"], self.eff["attention_decode"])))
 
-    def durations(self, batch: Batch) -> dict[str, int]:
-        out = self.base_durations(batch.total_len, batch.num_reqs)
-        t = self.attention_ns(batch)
-        if t > 0:
-            for l in self._attn:
-                out[l] = t
-        return out
-
-    @property
-    def attention_layers(self) -> list[str]:
-        return self._attn
-
-    @property
-    def per_sequence_layers(self) -> list[str]:
-        """Layers timed by request count alone (the rest of base_durations by token count alone)."""
-        return self._per_seq
 
     def describe(self) -> str:
         return f"roofline on {self.hw.key} ({self.hw.name}), tp={self.tp}"

@@ -1,10 +1,11 @@
 """Per-layer durations of a batch from a measured profile bundle."""
 from ..batch import Batch
 from .architecture import Architecture
+from .layer_timer import LayerTimer
 from .profile import ProfileBundle
 
 
-class ProfileTimer:
+class ProfileTimer(LayerTimer):
     """Keys as in the reference: dense layers by batch tokens, per-sequence layers by request
     count, attention by (prefill chunk sum, prefill history sum, decode histories)."""
 
@@ -17,15 +18,6 @@ class ProfileTimer:
         self._per_seq = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "per_sequence" and l in bundle.layers]
         self._attn = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "attention"]
         self.skipped = sorted(l for l in dict.fromkeys(layers) if l not in bundle.layers and arch.category.get(l) != "attention")
-
-    @property
-    def attention_layers(self) -> list[str]:
-        return self._attn
-
-    @property
-    def per_sequence_layers(self) -> list[str]:
-        """Layers timed by request count alone (the rest of base_durations by token count alone)."""
-        return self._per_seq
 
     def describe(self) -> str:
         return f"measured profile {self.bundle.hardware}/{self.bundle.variant}/tp{self.bundle.tp}"
@@ -42,17 +34,6 @@ class ProfileTimer:
         """Each attention layer's duration; 0 when the bundle has no row (the layer is skipped)."""
         if not self._attn:
             return 0
-        if batch.prefill_tokens == 0 and batch.kv_prefill == 0 and batch.n_decode and batch.kd_min >= 0:
-            t = self.bundle.decode_only_ns(batch.n_decode, batch.kd_sum, batch.kd_max, batch.kd_min)
-            if t is not None:  # the decode-step shortcut (what attention_ns_from_stats would do first)
-                return t
         return self.bundle.attention_ns_from_stats(batch.prefill_tokens, batch.kv_prefill, batch.n_decode,
                                                    batch.kd_sum, batch.kd_max, batch.kd_min)
 
-    def durations(self, batch: Batch) -> dict[str, int]:
-        out = self.base_durations(batch.total_len, batch.num_reqs)
-        t = self.attention_ns(batch)
-        if t > 0:
-            for l in self._attn:
-                out[l] = t
-        return out
