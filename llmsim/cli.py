@@ -146,7 +146,10 @@ def _simulate(o: dict) -> None:
         on_graph = trace_dumper(sim.cluster, o["dump_traces"], o["trace_flavor"])
     if o["backend"] == "astra-sim":
         factory = _astra_factory(o)
-    gc.freeze()  # the loaded workload and tables live all run: keep the cycle collector off them
+    # One run per process, and the run's structures break their own reference cycles (a lane
+    # and its batch, a lane and its members): the cycle collector only costs time here.
+    gc.freeze()
+    gc.disable()
     result = run(sim, routing_policy=o["request_routing_policy"], log_interval_ns=interval_ns, on_heartbeat=on_hb,
                  record_iterations=iteration_log is not None, on_graph=on_graph, engine_factory=factory)
     instances = sim.instances
