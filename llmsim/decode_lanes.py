@@ -69,16 +69,20 @@ class Lane:
         req.lane = self
         req.lane_join = self.sched
 
+    def _hand_out(self, req: Request, computed: int) -> None:
+        """Give the member the reservoir blocks its computed tokens need beyond those it holds."""
+        nb = -(-computed // self.bs) - len(req.blocks)
+        if nb > 0:
+            req.blocks += self.reservoir[-nb:]
+            del self.reservoir[-nb:]
+
     def live_computed(self, req: Request) -> int:
         return req.num_computed + self.sched - req.lane_join
 
     def start_hashing(self) -> None:
         """Hand the reservoir's blocks to their members: from now on blocks are held live."""
         for req in self.members:
-            nb = -(-self.live_computed(req) // self.bs) - len(req.blocks)
-            if nb > 0:
-                req.blocks += self.reservoir[-nb:]
-                del self.reservoir[-nb:]
+            self._hand_out(req, self.live_computed(req))
         assert not self.reservoir
         self.hashing = True
 
@@ -92,10 +96,7 @@ class Lane:
         req.num_computed += self.sched - j
         req.num_tokens += self.done - j
         req.lane_join = self.sched
-        nb = -(-req.num_computed // self.bs) - len(req.blocks)
-        if nb > 0:
-            req.blocks += self.reservoir[-nb:]
-            del self.reservoir[-nb:]
+        self._hand_out(req, req.num_computed)
         if self.done > j:
             req.itl_ns.append(self.times[j] - req.last_token_ns)
             req.itl_ns.extend_shared(self.log, j + 1, self.done)

@@ -177,7 +177,7 @@ def _bracket(values: list[int], q: int) -> tuple[int, int, float]:
 
 
 def _row_at(keys: list[int], vals: list, q: int) -> float:
-    """A profile row at q: _bracket and the linear step in one call (the decode hot path)."""
+    """A profile row at q: _bracket and the linear step in one call."""
     n = len(keys)
     if n == 1:
         return vals[0]
@@ -390,20 +390,10 @@ class ProfileBundle:
     @staticmethod
     def _slice_eval(prep, kd: int) -> float:
         (keys, vals), upper, t = prep
-        if len(keys) == 1:
-            v_lo = vals[0]
-        else:
-            a, b, u = _bracket(keys, kd)
-            v_lo = vals[a] + u * (vals[b] - vals[a])
+        v_lo = _row_at(keys, vals, kd)
         if upper is None:
             return v_lo
-        keys, vals = upper
-        if len(keys) == 1:
-            v_hi = vals[0]
-        else:
-            a, b, u = _bracket(keys, kd)
-            v_hi = vals[a] + u * (vals[b] - vals[a])
-        return v_lo + t * (v_hi - v_lo)
+        return v_lo + t * (_row_at(upper[0], upper[1], kd) - v_lo)
 
     def _corner_prep(self, pc: int, nd: int, kp: int):
         prep = self._slice_prep((pc, nd), kp)
@@ -411,10 +401,6 @@ class ProfileBundle:
             return prep, False
         # Unprofiled (pc, nd) pair (e.g. nd=256 with a prefill): borrow the nearest one.
         return self._slice_prep(self._attn.nearest(pc, nd), kp), True
-
-    def _corner(self, pc: int, nd: int, kp: int, kd: int) -> float:
-        prep, borrowed = self._corner_prep(pc, nd, kp)
-        return self._corner_eval(prep, borrowed, kd)
 
     def _corner_eval(self, prep, borrowed: bool, kd: int) -> float:
         if not borrowed:
