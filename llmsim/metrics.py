@@ -16,10 +16,6 @@ CSV_HEADER = ["instance id", "request id", "model", "input", "output", "arrival"
               "queuing_delay", "TTFT", "TPOT", "ITL"]
 
 
-def write_atomic(path: str | Path, data) -> None:
-    write_all_atomic({path: data})
-
-
 def write_all_atomic(files: dict) -> None:
     """Write every file to a temp file beside it, then rename them all: a failure leaves none
     half-written. data: str, bytes, or an iterable of str chunks (large outputs are streamed)."""
@@ -89,10 +85,6 @@ def requests_csv_lines(result, instances):
             yield ",".join(map(str, row)) + "," + (f'"{itl}"' if "," in itl else itl) + "\n"
 
 
-def requests_csv(result, instances) -> str:
-    return "".join(requests_csv_lines(result, instances))
-
-
 def unfinished_csv(result) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -157,8 +149,12 @@ def heartbeat_line(hb, interval_ns: int) -> str:
 def _stats_ms(values_ns) -> str:
     if len(values_ns) == 0:
         return "n/a"
-    ms = sorted(v / 1e6 for v in values_ns)
-    return f"mean {math.fsum(ms) / len(ms):.2f}  median {percentile(ms, 50):.2f}  P99 {percentile(ms, 99):.2f}"
+    ms = [v / 1e6 for v in values_ns]
+    return _fmt_ms(math.fsum(ms) / len(ms), percentile(ms, 50), percentile(ms, 99))
+
+
+def _fmt_ms(mean: float, median: float, p99: float) -> str:
+    return f"mean {mean:.2f}  median {median:.2f}  P99 {p99:.2f}"
 
 
 def summary(result, instances, scheduler_stats) -> str:
@@ -187,6 +183,6 @@ def summary(result, instances, scheduler_stats) -> str:
     ttft = [r.first_token_ns - r.arrival_ns for r in reqs]
     tpot = [(r.end_ns - r.first_token_ns) // (r.output_len - 1) for r in reqs if r.output_len > 1]
     itl = itl_stats_ms([r.itl_ns for r in reqs])
-    itl = "n/a" if itl is None else "mean {:.2f}  median {:.2f}  P99 {:.2f}".format(*itl)
+    itl = "n/a" if itl is None else _fmt_ms(*itl)
     lines += [f"  TTFT (ms):  {_stats_ms(ttft)}", f"  TPOT (ms):  {_stats_ms(tpot)}", f"  ITL (ms):   {itl}"]
     return "\n".join(lines)
