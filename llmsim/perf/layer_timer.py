@@ -1,0 +1,28 @@
+"""What every timer shares: a batch's per-layer durations from its non-attention layers (timed
+by tokens or by requests) and one attention time for all attention layers."""
+from ..batch import Batch
+
+
+class LayerTimer:
+    """Subclasses set _per_seq and _attn (layer names) and provide base_durations(total_len,
+    num_reqs) and attention_ns(batch) (0 = no attention op)."""
+
+    _per_seq: list[str]
+    _attn: list[str]
+
+    @property
+    def attention_layers(self) -> list[str]:
+        return self._attn
+
+    @property
+    def per_sequence_layers(self) -> list[str]:
+        """Layers timed by request count alone (the rest of base_durations by token count alone)."""
+        return self._per_seq
+
+    def durations(self, batch: Batch) -> dict[str, int]:
+        out = self.base_durations(batch.total_len, batch.num_reqs)
+        t = self.attention_ns(batch)
+        if t > 0:
+            for l in self._attn:
+                out[l] = t
+        return out
