@@ -3,16 +3,18 @@
 Upstream runs one workload to completion and exits (no stdin protocol). Under its congestion-unaware
 network a graph's timing does not depend on other graphs, so each distinct graph is run once, in
 isolation, and its per-stage busy times are cached; the pipeline overlap between batches is then
-composed on our side exactly as the embedded backend does (EmbeddedBackend.submit).
+composed on our side by the same placement the embedded backend uses (llmsim/backends/placement.py).
 """
 import hashlib
 import math
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
-from llmsim.backends.embedded import EmbeddedBackend
+from llmsim.backends.base import BatchTiming, StageTimingBackend
 from llmsim.backends.network import mem_ns
+from llmsim.backends.placement import Placement
 from llmsim.config.cluster import ClusterConfig
 from llmsim.graph.iteration import IterationGraph
 
@@ -24,21 +26,31 @@ from .traces import write_graph
 _FINISHED = re.compile(r"sys\[(\d+)\] finished, (\d+) cycles")
 
 
-class UpstreamBackend(EmbeddedBackend):
+class UpstreamBackend(StageTimingBackend):
     name = "astra-sim-upstream"
+    needs_graphs = True
 
-    def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0):
-        super().__init__(cluster)
+    def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0,
+                 remove_workdir: bool = False):
         self.binary, self.workdir, self.timeout_s = Path(binary), Path(workdir), timeout_s
+        self.remove_workdir = remove_workdir  # a temporary run folder goes with close()
         self.paths = write_inputs(cluster, self.workdir, "upstream")
         self.multi_dim = len(upstream_dims(cluster)) > 1
         self.total_npus = math.prod(upstream_dims(cluster))
+        self._host = {i.index: cluster.cpu_mem[i.node] for i in cluster.instances}
+        self.placement = Placement(cluster)
         self._cache: dict[str, list[int]] = {}
-        self.runs = 0
 
-    def stage_times(self, graph: IterationGraph) -> list[tuple[int, int, int]]:
+    def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
         # ASTRA-Sim's measured stage times already include host-memory loads and stores.
-        return [(busy, 0, 0) for busy in self._stage_busy(graph)]
+        times = [(busy, 0, 0) for busy in self._stage_busy(graph)]
+        events = self.placement.place(graph.instance, graph.first_npu, graph.tp_size, graph.batch_id, times, t_ns)
+        return BatchTiming(events[0].first_rank_end_ns, events[-1].end_ns, events if detail else None)
+
+    def close(self) -> None:
+        if self.remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.remove_workdir = False
 
     def _stage_busy(self, graph: IterationGraph) -> list[int]:
         prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"
@@ -72,7 +84,6 @@ class UpstreamBackend(EmbeddedBackend):
             raise BackendError(f"{self.binary}: no result for {what} within {self.timeout_s:g} s (a hung trace?)") from None
         except OSError as e:
             raise BackendError(f"{self.binary}: cannot run ({e.strerror})") from None
-        self.runs += 1
         finish = {int(n): int(t) for n, t in _FINISHED.findall(done.stdout)}
         missing = [graph.npu(s, 0) for s in range(graph.pp_size) if graph.npu(s, 0) not in finish]
         if done.returncode or missing:

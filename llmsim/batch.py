@@ -28,7 +28,6 @@ class Batch:
     total_len: int = 0
     prefill_tokens: int = 0  # sum of prefill chunk lengths
     kv_prefill: int = 0  # sum of prefill histories
-    num_prefill: int = 0
     # decode requests' histories (tokens already computed): count, sum, max, min
     n_decode: int = 0
     kd_sum: int = 0
@@ -40,20 +39,19 @@ class Batch:
     @classmethod
     def build(cls, batch_id: int, instance: int, sched_ns: int, entries: list[Entry]) -> "Batch":
         decode = []
-        total = prefill = kv_prefill = n_prefill = 0
+        total = prefill = kv_prefill = 0
         for e in entries:
             n = e.num_new
             total += n
             if n > 1:  # is_prefill, inlined: this runs for every request of every step
                 prefill += n
                 kv_prefill += e.computed_before
-                n_prefill += 1
             else:
                 decode.append(e.computed_before)
         if decode:
-            return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill, n_prefill,
+            return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill,
                        len(decode), sum(decode), max(decode), min(decode), num_reqs=len(entries))
-        return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill, n_prefill, num_reqs=len(entries))
+        return cls(batch_id, instance, sched_ns, entries, total, prefill, kv_prefill, num_reqs=len(entries))
 
     def add_decode(self, n: int, kd_sum: int, kd_max: int, kd_min: int) -> None:
         """Fold n one-token decode entries with these history statistics into the summary."""

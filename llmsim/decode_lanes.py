@@ -23,6 +23,7 @@ from array import array
 from bisect import bisect_left, insort
 
 from .batch import Batch, Entry
+from .kv_cache import BlockPool
 from .itl import GapLog
 from .request import Request, Status
 from .scheduler import Completion, Scheduler
@@ -32,12 +33,15 @@ class Lane:
     """Requests that decode together. A member's live counters are its stored ones plus the
     lane's formations (num_computed) and completions (num_tokens) since it joined."""
 
-    __slots__ = ("bs", "members", "sched", "done", "times", "log", "offsets", "off_sum", "hist", "finish",
-                 "reservoir", "batch", "by_residue", "hashing")
+    __slots__ = ("pool", "bs", "members", "joined", "sched", "done", "times", "log", "offsets", "off_sum", "hist",
+                 "finish", "reservoir", "batch", "by_residue", "hashing")
 
-    def __init__(self, block_size: int):
-        self.bs = block_size
-        self.members: dict[Request, int] = {}  # -> offset: num_computed - sched, fixed while a member
+    def __init__(self, pool: BlockPool):
+        self.pool = pool
+        self.bs = block_size = pool.block_size
+        # -> (offset: num_computed - sched, fixed while a member; its place in the running order)
+        self.members: dict[Request, tuple[int, int]] = {}
+        self.joined: dict[Request, int] = {}  # -> formations when its own fields were last written
         self.sched = 0  # formations so far
         self.done = 0  # completions so far
         self.times = array("q")  # completion times
@@ -45,7 +49,7 @@ class Lane:
         self.offsets: list[int] = []  # sorted: the batch's min and max decode history
         self.off_sum = 0
         self.hist = [0] * block_size  # members by offset mod block size: who needs a block at a step
-        self.finish: list = []  # heap of (completions at which it finishes, run_seq, request)
+        self.finish: list = []  # heap of (completions at which it finishes, place in running order, request)
         self.reservoir: list[int] = []  # blocks taken at formations, handed out at materialisation
         self.batch: Batch | None = None  # the batch in flight; None when the lane is ready
         # members by offset mod block size, in running order: who takes a block or fills one
@@ -57,27 +61,27 @@ class Lane:
     def __len__(self) -> int:
         return len(self.members)
 
-    def join(self, req: Request) -> None:
-        """req (ready for a one-token step, blocks exactly covering its tokens) joins a ready lane."""
+    def join(self, req: Request, seq: int) -> None:
+        """req (ready for a one-token step, blocks exactly covering its tokens; seq its place in
+        the running order) joins a ready lane."""
         o = req.num_computed - self.sched
-        self.members[req] = o
+        self.members[req] = (o, seq)
         insort(self.offsets, o)
         self.off_sum += o
         self.hist[o % self.bs] += 1
-        insort(self.by_residue[o % self.bs], (req.run_seq, req))
-        heapq.heappush(self.finish, (req.target_len - req.num_tokens + self.sched, req.run_seq, req))
-        req.lane = self
-        req.lane_join = self.sched
+        insort(self.by_residue[o % self.bs], (seq, req))
+        heapq.heappush(self.finish, (req.target_len - req.num_tokens + self.sched, seq, req))
+        self.joined[req] = self.sched
 
     def _hand_out(self, req: Request, computed: int) -> None:
         """Give the member the reservoir blocks its computed tokens need beyond those it holds."""
-        nb = -(-computed // self.bs) - len(req.blocks)
-        if nb > 0:
-            req.blocks += self.reservoir[-nb:]
+        nb = self.pool.blocks_short(req, computed)
+        if nb:
+            self.pool.assign(req, self.reservoir[-nb:])
             del self.reservoir[-nb:]
 
     def live_computed(self, req: Request) -> int:
-        return req.num_computed + self.sched - req.lane_join
+        return req.num_computed + self.sched - self.joined[req]
 
     def start_hashing(self) -> None:
         """Hand the reservoir's blocks to their members: from now on blocks are held live."""
@@ -92,10 +96,10 @@ class Lane:
 
     def materialise(self, req: Request) -> None:
         """Write the member's live state into its own fields (it stays a member)."""
-        j = req.lane_join
+        j = self.joined[req]
         req.num_computed += self.sched - j
         req.num_tokens += self.done - j
-        req.lane_join = self.sched
+        self.joined[req] = self.sched
         self._hand_out(req, req.num_computed)
         if self.done > j:
             req.itl_ns.append(self.times[j] - req.last_token_ns)
@@ -104,13 +108,13 @@ class Lane:
 
     def leave(self, req: Request) -> None:
         """Drop a materialised member (its finish-heap entry is popped by the caller, or the lane dies)."""
-        o = self.members.pop(req)
+        o, seq = self.members.pop(req)
+        del self.joined[req]
         del self.offsets[bisect_left(self.offsets, o)]
         self.off_sum -= o
         self.hist[o % self.bs] -= 1
         group = self.by_residue[o % self.bs]
-        del group[bisect_left(group, (req.run_seq,))]
-        req.lane = None
+        del group[bisect_left(group, (seq,))]
 
     def completed(self, t_ns: int) -> list[Request]:
         """The lane's batch finished at t_ns: returns the members that reached their length, materialised."""
@@ -134,17 +138,18 @@ class LaneScheduler(Scheduler):
         super().__init__(*args, **kw)
         self.lanes: list[Lane] = []
         self.solo: list[Request] = []  # running requests outside lanes, in running order
-        self._seq = 0  # run_seq of the next admitted request: running order
+        self.seq_of: dict[Request, int] = {}  # running requests -> place in the running order
+        self._seq = 0  # the next admitted request's place
         self.plain_steps = 0  # formations that fell back to the plain code (for tests and benchmarks)
 
     def _admitted(self, req: Request) -> None:
-        req.run_seq = self._seq
+        self.seq_of[req] = self._seq
         self._seq += 1
         self.solo.append(req)
 
     def _joinable(self, req: Request) -> bool:
         return (not req.is_init and req.num_tokens - req.num_computed == 1
-                and len(req.blocks) == -(-req.num_computed // self.pool.block_size))
+                and len(req.blocks) == self.pool.blocks_for(req.num_computed))
 
     def _hashes(self, req: Request) -> bool:
         return self.pool.caching and req.token_ids is not None
@@ -153,29 +158,34 @@ class LaneScheduler(Scheduler):
     def _dissolve(self, lane: Lane) -> None:
         for req in lane.members:
             lane.materialise(req)
-            req.lane = None
         b = lane.batch
         if b is not None:  # its step in flight becomes per-request entries
             b.entries += [Entry(req, 1, req.num_computed - 1, req.num_preemptions) for req in lane.members]
-            b.entries.sort(key=lambda e: e.req.run_seq)
+            seq_of = self.seq_of
+            b.entries.sort(key=lambda e: seq_of[e.req])
             b.lanes = [x for x in b.lanes if x[0] is not lane]
         assert not lane.reservoir, "lane blocks left unassigned"
 
-    def settle(self) -> None:
+    def _settle(self) -> None:
+        """Dissolve every lane: all requests' own fields up to date, as the plain path keeps them."""
         for lane in self.lanes:
             self._dissolve(lane)
         self.lanes = []
         self.solo = list(self.running)
 
+    def leftover(self) -> list[Request]:
+        self._settle()
+        return Scheduler.leftover(self)
+
     def _plain_schedule(self, now_ns: int) -> Batch | None:
         self.plain_steps += 1
         if self.lanes:
-            self.settle()
+            self._settle()
         preempted = self.stats.preemptions
         batch = Scheduler.schedule(self, now_ns)  # admissions go through _admitted
         if self.stats.preemptions != preempted:
-            # Victims left the running list (and take a new run_seq when readmitted, at its end,
-            # so run_seq order stays the running order).
+            # Victims left the running list (and take a new place when readmitted, at its end,
+            # so seq_of order stays the running order).
             self.solo = list(self.running)
         return batch
 
@@ -198,13 +208,17 @@ class LaneScheduler(Scheduler):
             self._allocate_in_order(lane, [], [])
         elif need:
             lane.reservoir += self.pool.take(need)
-        s = lane.sched
-        batch = Batch(self.next_batch_id, self.instance, now_ns, [], n, 0, 0, 0, n, lane.off_sum + n * s,
-                      lane.offsets[-1] + s, lane.offsets[0] + s, [(lane, s)], n)
-        lane.sched = s + 1
-        lane.batch = batch
-        self.next_batch_id += 1
-        self.inflight.append(batch)
+        return self._emit_with_lane([], 0, now_ns, lane)
+
+    def _emit_with_lane(self, entries: list[Entry], n_running: int, now_ns: int, lane: Lane | None) -> Batch:
+        """Batch emission (Scheduler._emit), with the lane's one-token steps folded in."""
+        batch = self._emit(entries, n_running, now_ns)
+        if lane is not None:
+            s, n = lane.sched, len(lane.members)
+            batch.add_decode(n, lane.off_sum + n * s, lane.offsets[-1] + s, lane.offsets[0] + s)
+            batch.lanes = [(lane, s)]
+            lane.sched = s + 1
+            lane.batch = batch
         return batch
 
     def schedule(self, now_ns: int) -> Batch | None:
@@ -215,7 +229,6 @@ class LaneScheduler(Scheduler):
             if batch is not NotImplemented:
                 return batch
         pool = self.pool
-        bs = pool.block_size
         ready = [lane for lane in self.lanes if lane.batch is None]
         tokens = blocks = 0
         for lane in ready:
@@ -230,9 +243,7 @@ class LaneScheduler(Scheduler):
             if 0 < threshold < n:
                 n = threshold
             tokens += n
-            total = req.num_computed + n
-            if total > len(req.blocks) * bs:
-                blocks += -(-total // bs) - len(req.blocks)
+            blocks += pool.blocks_short(req, req.num_computed + n)
             plan.append((req, n))
         if tokens > self.token_budget or blocks > pool.num_free:
             return self._plain_schedule(now_ns)  # the budget truncates, or someone would be preempted
@@ -246,7 +257,7 @@ class LaneScheduler(Scheduler):
                 for req in list(lane.members):
                     lane.materialise(req)
                     lane.leave(req)
-                    target.join(req)
+                    target.join(req, self.seq_of[req])
                 assert not lane.reservoir
                 self.lanes.remove(lane)
         solo_plan = []
@@ -254,16 +265,16 @@ class LaneScheduler(Scheduler):
         for req, n in plan:
             if n == 1 and self._joinable(req):
                 if target is None:
-                    target = Lane(bs)
+                    target = Lane(pool)
                     self.lanes.append(target)
                 if self._hashes(req) and not target.hashing:
                     target.start_hashing()
-                target.join(req)
+                target.join(req, self.seq_of[req])
                 joined = True
             else:
                 solo_plan.append((req, n))
         if joined:
-            self.solo = [r for r in self.solo if r.lane is None]
+            self.solo = [r for r in self.solo if r not in target.members]
         # Allocations, before admissions as in the plain path. While the prefix cache is in play
         # their order decides which hashes survive, so they go one by one in running order.
         entries: list[Entry] = []
@@ -280,20 +291,7 @@ class LaneScheduler(Scheduler):
             self._admit_waiting(budget, entries)
         if not entries and target is None:
             return None
-        for e in entries[n_running:]:  # admitted
-            if e.req.first_sched_ns < 0:
-                e.req.first_sched_ns = now_ns
-            e.req.num_computed = e.computed_before + e.num_new
-        batch = Batch.build(self.next_batch_id, self.instance, now_ns, entries)
-        if target is not None:
-            s, n = target.sched, len(target.members)
-            batch.add_decode(n, target.off_sum + n * s, target.offsets[-1] + s, target.offsets[0] + s)
-            batch.lanes = [(target, s)]
-            target.sched += 1
-            target.batch = batch
-        self.next_batch_id += 1
-        self.inflight.append(batch)
-        return batch
+        return self._emit_with_lane(entries, n_running, now_ns, target)
 
     def _allocate_solo(self, req: Request, n: int, entries: list[Entry]) -> None:
         computed = req.num_computed
@@ -307,7 +305,8 @@ class LaneScheduler(Scheduler):
         """The step's pool operations in running order, as the plain path does them: solos
         allocate; lane members whose history is a multiple of the block size take a block, and
         (hashing lanes) those about to fill one hash it."""
-        ops = [(req.run_seq, 0, req, n) for req, n in solo_plan]
+        seq_of = self.seq_of
+        ops = [(seq_of[req], 0, req, n) for req, n in solo_plan]
         if lane is not None:
             bs, s = lane.bs, lane.sched
             ops += [(rs, 1, req, 0) for rs, req in lane.by_residue[-s % bs]]
@@ -323,7 +322,7 @@ class LaneScheduler(Scheduler):
             elif kind == 1:
                 # (allocate() hashes after a take too, but the blocks it could hash were hashed
                 # when they filled, a step earlier)
-                req.blocks += pool.take(1)
+                pool.grow(req, 1)
             else:
                 pool.index_upto(req, lane.live_computed(req) + 1)
 
@@ -331,7 +330,7 @@ class LaneScheduler(Scheduler):
         if not batch.lanes:
             done = Scheduler.complete(self, batch, t_ns)
             if done.finished:
-                self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
+                self._forget(done.finished)
             return done
         if not batch.entries and len(batch.lanes) == 1:  # the steady state: one lane, nothing else
             assert self.inflight[0] is batch, "batches complete in order"
@@ -347,8 +346,12 @@ class LaneScheduler(Scheduler):
         if finished:
             # Retired in running order, as the plain path does: the free list's order (and so
             # which cached blocks are evicted first) follows the order of frees.
-            finished.sort(key=lambda r: r.run_seq)
-            for req in finished:
-                self._finish(req, t_ns)
-            self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
+            finished.sort(key=self.seq_of.__getitem__)
+            self._retire(finished, t_ns)
+            self._forget(finished)
         return Completion(prompt, gen, finished)
+
+    def _forget(self, finished: list[Request]) -> None:
+        self.solo = [r for r in self.solo if r.status is not Status.FINISHED]
+        for req in finished:
+            del self.seq_of[req]

@@ -138,7 +138,8 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path,
     timer, arch, note = _timer(inst, args, model, dtype, fp, kv_fp, data_root)
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
-    sched = (LaneScheduler if fast_path else Scheduler)(inst.index, args, pool, inst.pp_size, max_model_len)
+    sched = (LaneScheduler if fast_path else Scheduler)(inst.index, args, pool, inst.pp_size, max_model_len,
+                                                        model.name)
     if timer.skipped:  # as the reference does: a layer the bundle never measured costs nothing
         missing = f"layers {', '.join(timer.skipped)} are not timed by {timer.describe()}"
         note = f"{note}; {missing}" if note else f"instance {inst.index}: {missing}"

@@ -32,7 +32,13 @@ class BlockPool:
         return self.num_blocks - len(self._free) + self._free_hashed
 
     def blocks_for(self, tokens: int) -> int:
+        """Blocks that hold `tokens` tokens (the one block ceiling)."""
         return -(-tokens // self.block_size)
+
+    def blocks_short(self, req: Request, tokens: int) -> int:
+        """Blocks req must still take to hold `tokens` tokens (0 when it holds enough)."""
+        n = -(-tokens // self.block_size) - len(req.blocks)
+        return n if n > 0 else 0
 
     # -- prefix cache -------------------------------------------------------------------------
     def _chain(self, req: Request, n: int) -> list[int]:
@@ -126,6 +132,14 @@ class BlockPool:
             ref[b] = 1
             out.append(b)
         return out
+
+    def grow(self, req: Request, n: int) -> None:
+        """Give req n more blocks from the free list (the caller has checked n <= num_free)."""
+        req.blocks += self.take(n)
+
+    def assign(self, req: Request, blocks: list[int]) -> None:
+        """Hand req blocks taken earlier with take() (a decode lane's reservoir)."""
+        req.blocks += blocks
 
     def index_upto(self, req: Request, tokens: int) -> None:
         """Hash the request's blocks filled by its first `tokens` tokens (what a decode step's

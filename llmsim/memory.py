@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from .config.model import ModelSpec
 from .errors import InputError
-from .graph.stage_split import stage_layer_counts
+from .stage_split import stage_layer_counts
 from .units import GIB
 
 

@@ -2,11 +2,11 @@
 the iteration log. Files are written atomically: a temp file in the same folder, then renamed."""
 import csv
 import io
+import math
 import os
 import tempfile
 from pathlib import Path
-
-import math
+from typing import NamedTuple
 
 from .itl import itl_stats_ms
 from .stats import percentile
@@ -56,14 +56,34 @@ def check_writable(path: str | Path, what: str) -> None:
         raise InputError(f"{path}: cannot write {what} (folder {parent} is not writable)")
 
 
+class RequestMetrics(NamedTuple):
+    """A finished request's figures, as the CSV, the summary, validate and the API all define them."""
+    latency_ns: int  # end - arrival
+    ttft_ns: int  # first token - arrival
+    queuing_ns: int  # first scheduled - arrival (-1: never scheduled)
+    decode_ns: int  # last token - first token
+    decode_steps: int  # tokens after the first
+
+    @property
+    def tpot_ns(self) -> int:
+        """Time per output token after the first, whole ns (0 for a one-token output)."""
+        return self.decode_ns // self.decode_steps if self.decode_steps > 0 else 0
+
+
+def request_metrics(req) -> RequestMetrics:
+    return RequestMetrics(req.end_ns - req.arrival_ns, req.first_token_ns - req.arrival_ns,
+                          req.first_sched_ns - req.arrival_ns if req.first_sched_ns >= 0 else -1,
+                          req.end_ns - req.first_token_ns, req.output_len - 1)
+
+
+def finished_requests(result) -> list:
+    return [r for done in result.finished for r in done]
+
+
 def request_row(req, model_name: str) -> list:
-    latency = req.end_ns - req.arrival_ns
-    ttft = req.first_token_ns - req.arrival_ns
-    tpot = (latency - ttft) // (req.output_len - 1) if req.output_len > 1 else 0
-    queuing = req.first_sched_ns - req.arrival_ns if req.first_sched_ns >= 0 else -1
-    itl = req.itl_ns.text()
+    m = request_metrics(req)
     return [req.instance, req.id, model_name, req.prompt_len, req.output_len, req.arrival_ns, req.end_ns,
-            latency, queuing, ttft, tpot, itl]
+            m.latency_ns, m.queuing_ns, m.ttft_ns, m.tpot_ns, req.itl_ns.text()]
 
 
 def _csv_field(text: str) -> str:
@@ -159,7 +179,7 @@ def _fmt_ms(mean: float, median: float, p99: float) -> str:
 
 def summary(result, instances, scheduler_stats) -> str:
     secs = result.end_ns / NS_PER_S if result.end_ns else 0.0
-    reqs = [r for done in result.finished for r in done]
+    reqs = finished_requests(result)
     n = len(reqs)
     rate = (lambda x: x / secs) if secs > 0 else (lambda x: 0.0)
     lines = [
@@ -180,8 +200,9 @@ def summary(result, instances, scheduler_stats) -> str:
     if asked:
         hit = sum(s.prefix_hit_tokens for s in scheduler_stats)
         lines.append(f"  Prefix cache hits:        {hit} / {asked} prompt tokens ({100 * hit / asked:.2f} %)")
-    ttft = [r.first_token_ns - r.arrival_ns for r in reqs]
-    tpot = [(r.end_ns - r.first_token_ns) // (r.output_len - 1) for r in reqs if r.output_len > 1]
+    ms = [request_metrics(r) for r in reqs]
+    ttft = [m.ttft_ns for m in ms]
+    tpot = [m.tpot_ns for m in ms if m.decode_steps > 0]
     itl = itl_stats_ms([r.itl_ns for r in reqs])
     itl = "n/a" if itl is None else _fmt_ms(*itl)
     lines += [f"  TTFT (ms):  {_stats_ms(ttft)}", f"  TPOT (ms):  {_stats_ms(tpot)}", f"  ITL (ms):   {itl}"]

@@ -31,11 +31,6 @@ class Request:
     prefix_hit_tokens: int = 0
     recomputed_tokens: int = 0
     instance: int = -1
-    # fast path (decode_lanes.py): the lane standing for this request's decode steps, the lane's
-    # formation count when it joined, and its place in the running order
-    lane: object = None
-    lane_join: int = 0
-    run_seq: int = 0
     # agentic sessions: the next call is released tool_duration_ns after this one finishes
     next_in_session: "Request | None" = None
     tool_duration_ns: int = 0
@@ -52,7 +47,3 @@ class Request:
     @property
     def target_len(self) -> int:
         return self.prompt_len + self.output_len
-
-    @property
-    def finished(self) -> bool:
-        return self.status is Status.FINISHED

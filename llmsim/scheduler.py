@@ -30,8 +30,10 @@ class Completion(NamedTuple):  # one per batch
 
 
 class Scheduler:
-    def __init__(self, instance: int, args: EngineArgs, pool: BlockPool, pp_size: int, max_model_len: int):
+    def __init__(self, instance: int, args: EngineArgs, pool: BlockPool, pp_size: int, max_model_len: int,
+                 model_name: str = "the model"):
         self.instance = instance
+        self.model_name = model_name
         self.pool = pool
         self.pp_size = pp_size
         self.max_model_len = max_model_len
@@ -52,14 +54,57 @@ class Scheduler:
         req.instance = self.instance
         self.waiting.append(req)  # the engine delivers arrivals in (arrival, id) order
 
+    def admission_error(self, req: Request) -> str | None:
+        """Why this instance can never serve req (it would wait for ever), or None."""
+        if req.target_len > self.max_model_len:
+            return (f"prompt + output = {req.target_len} tokens exceeds the maximum model length "
+                    f"{self.max_model_len} of {self.model_name}")
+        if not self.chunked and req.target_len - 1 > self.token_budget:
+            return (f"chunked prefill is off and it may need {req.target_len - 1} tokens in one step "
+                    f"(prompt + output, recomputed after a preemption) but the token budget is {self.token_budget}")
+        need = self.pool.blocks_for(req.target_len - 1)  # the last token's KV is never written
+        if need > self.pool.num_blocks:
+            return f"needs {need} KV blocks but instance {self.instance} has {self.pool.num_blocks}"
+        return None
+
     @property
     def has_work(self) -> bool:
         return bool(self.waiting or self.running or self.inflight)
 
+    def leftover(self) -> list[Request]:
+        """At the end of a run: the requests still running or waiting, their fields up to date."""
+        return list(self.running) + list(self.waiting)
+
+    # -- the primitives both this scheduler and the decode lanes (decode_lanes.py) build on --------
     def _cap(self, n: int) -> int:
+        """Step sizing: a request's tokens this step, capped by the long-prefill threshold."""
         if 0 < self.threshold < n:
             return self.threshold
         return n
+
+    def _emit(self, entries: list[Entry], n_running: int, now_ns: int) -> Batch:
+        """Batch emission: entries from n_running on were admitted this step (stamped now);
+        the batch joins the in-flight list."""
+        for e in entries[n_running:]:
+            if e.req.first_sched_ns < 0:
+                e.req.first_sched_ns = now_ns
+            e.req.num_computed = e.computed_before + e.num_new
+        batch = Batch.build(self.next_batch_id, self.instance, now_ns, entries)
+        self.next_batch_id += 1
+        self.inflight.append(batch)
+        return batch
+
+    def _retire(self, finished: list[Request], t_ns: int) -> None:
+        """In-order retirement: finished is in running order, the order their blocks return to
+        the free list (which cached blocks are evicted first follows it)."""
+        pool = self.pool
+        for req in finished:
+            # Freeing touches no hash mapping, so retiring after the whole batch is stamped is the
+            # same as retiring in the loop; the order of frees is what matters (LRU free list).
+            pool.free(req)
+            req.end_ns = t_ns
+            req.status = Status.FINISHED
+            self.running.remove(req)
 
     def _preempt(self, victim: Request) -> None:
         self.pool.free(victim)
@@ -81,7 +126,6 @@ class Scheduler:
         pool = self.pool
         bs = pool.block_size
         hashing = pool.caching
-        threshold = self.threshold
         while i < len(running) and budget > 0:
             req = running[i]
             computed = req.num_computed
@@ -89,10 +133,7 @@ class Scheduler:
             if num_new <= 0:
                 i += 1  # its previous step is still in flight
                 continue
-            if num_new > budget:
-                num_new = budget
-            if 0 < threshold < num_new:
-                num_new = threshold
+            num_new = self._cap(num_new if num_new < budget else budget)
             total = computed + num_new
             # A step that fits the blocks it holds with nothing to index needs no allocate() call.
             if total > len(req.blocks) * bs or (hashing and req.token_ids is not None):
@@ -116,14 +157,7 @@ class Scheduler:
             budget = self._admit_waiting(budget, scheduled)
         if not scheduled:
             return None
-        for e in scheduled[n_running_entries:]:  # admitted in Phase B
-            if e.req.first_sched_ns < 0:
-                e.req.first_sched_ns = now_ns
-            e.req.num_computed = e.computed_before + e.num_new
-        batch = Batch.build(self.next_batch_id, self.instance, now_ns, scheduled)
-        self.next_batch_id += 1
-        self.inflight.append(batch)
-        return batch
+        return self._emit(scheduled, n_running_entries, now_ns)
 
     def _admit_waiting(self, budget: int, scheduled: list[Entry]) -> int:
         """Phase B: admit waiting requests (FCFS) while budget, sequence cap and blocks allow."""
@@ -165,14 +199,10 @@ class Scheduler:
     def _admitted(self, req: Request) -> None:
         """Hook for a request just appended to the running list."""
 
-    def settle(self) -> None:
-        """Bring every request's fields up to date (the fast path defers some); here they always are."""
-
     def complete(self, batch: Batch, t_ns: int) -> Completion:
         """The batch's last stage finished at t_ns: stamp tokens, retire finished requests."""
         prompt_t, gen_t, finished = self._stamp(batch, t_ns)
-        for req in finished:  # in running order: the order their blocks return to the free list
-            self._finish(req, t_ns)
+        self._retire(finished, t_ns)  # stamped in running order
         return Completion(prompt_t, gen_t, finished)
 
     def _stamp(self, batch: Batch, t_ns: int) -> tuple[int, int, list[Request]]:
@@ -207,11 +237,3 @@ class Scheduler:
                 if num_tokens >= req.prompt_len + req.output_len:
                     finished.append(req)
         return prompt_t, gen_t, finished
-
-    def _finish(self, req: Request, t_ns: int) -> None:
-        # Freeing touches no hash mapping, so retiring after the whole batch is stamped is the
-        # same as retiring in the loop; the order of frees is what matters (LRU free list).
-        self.pool.free(req)
-        req.end_ns = t_ns
-        req.status = Status.FINISHED
-        self.running.remove(req)

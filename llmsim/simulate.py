@@ -1,13 +1,16 @@
-"""One simulation from configs to results: the library entry point the CLI commands share."""
+"""One simulation from configs to results: the library entry point the CLI and the API share."""
 from dataclasses import dataclass
 
-from .backends.embedded import EmbeddedBackend
+from .backends.base import Backend, Capability
 from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
-from .engine import Engine, SimResult
+from .engine import Engine
 from .instance import Instance, build_instance
 from .paths import data_root
+from .plugins import BACKENDS, load
 from .request import Request
+from .results import SimResult
+from .session import Session
 from .workload import load_workload
 
 
@@ -23,26 +26,34 @@ def synthetic_requests(n_instances: int) -> list[Request]:
     return [Request(id=i, arrival_ns=0, prompt_len=64, output_len=64) for i in range(16 * n_instances)]
 
 
-def prepare(cluster_config: str, args: EngineArgs, dataset: str | None, num_reqs: int = 0,
-            fast_path: bool = True) -> Simulation:
+def prepare(cluster_config: "str | ClusterConfig", args: EngineArgs, dataset: "str | list[Request] | None",
+            num_reqs: int = 0, fast_path: bool = True) -> Simulation:
     """fast_path=False runs the plain scheduler (same results, slower: the reference for tests)."""
-    cluster = load_cluster_config(cluster_config)
+    cluster = cluster_config if isinstance(cluster_config, ClusterConfig) else load_cluster_config(cluster_config)
     root = data_root()
     instances = [build_instance(ic, args, root, fast_path) for ic in cluster.instances]
     caching = any(i.args.enable_prefix_caching for i in instances)
-    requests = load_workload(dataset, num_reqs, with_token_ids=caching) if dataset else synthetic_requests(len(instances))
+    if dataset is None:
+        requests = synthetic_requests(len(instances))
+    elif isinstance(dataset, list):
+        requests = sorted(dataset, key=lambda r: (r.arrival_ns, r.id))
+    else:
+        requests = load_workload(dataset, num_reqs, with_token_ids=caching)
     return Simulation(cluster, instances, requests)
 
 
-def run(sim: Simulation, *, routing_policy: str = "LOAD", log_interval_ns: int = 0, on_heartbeat=None,
-        record_iterations: bool = False, on_graph=None, engine_factory=None) -> SimResult:
-    """engine_factory(sim, **engine_kw) -> (engine, cleanup) swaps in another backend (the ASTRA-Sim bridge)."""
-    kw = dict(routing_policy=routing_policy, log_interval_ns=log_interval_ns, on_heartbeat=on_heartbeat,
-              record_iterations=record_iterations, on_graph=on_graph)
-    if engine_factory is None:
-        return Engine(sim.instances, EmbeddedBackend(sim.cluster), sim.requests, **kw).run()
-    engine, cleanup = engine_factory(sim, **kw)
-    try:
-        return engine.run()
-    finally:
-        cleanup()
+def make_backend(sim: Simulation, name: str = "embedded", options: dict | None = None) -> Backend:
+    """A backend by name (built in, or from the llmsim.backends entry points)."""
+    return load(BACKENDS, name)(sim, dict(options or {}))
+
+
+def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str = "LOAD", log_interval_ns: int = 0,
+        on_heartbeat=None, record_iterations: bool = False, on_graph=None) -> SimResult:
+    """Run the simulation on backend (default: a new embedded one), closing it afterwards."""
+    backend = backend or make_backend(sim)
+    session = Session(sim.instances, sim.requests, routing_policy=routing_policy, log_interval_ns=log_interval_ns,
+                      on_heartbeat=on_heartbeat, record_iterations=record_iterations, on_graph=on_graph)
+    with backend:
+        if backend.capability is Capability.OWNS_CLOCK:
+            return backend.drive(session)
+        return Engine(session, backend).run()

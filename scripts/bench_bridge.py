@@ -18,10 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from astra_bridge.traces import write_graph  # noqa: E402
-from llmsim.backends.embedded import EmbeddedBackend  # noqa: E402
 from llmsim.config.engine import EngineArgs  # noqa: E402
-from llmsim.engine import Engine  # noqa: E402
-from llmsim.simulate import prepare, run  # noqa: E402
+from llmsim.simulate import make_backend, prepare, run  # noqa: E402
 
 CONFIG = "configs/cluster/single_node_pp_instance.json"
 DATASET = "workloads/example_trace.jsonl"
@@ -41,7 +39,7 @@ def main(astra_sim_bin):
     args = EngineArgs(dtype="bfloat16")
     sim = prepare(CONFIG, args, DATASET)
     graphs = []
-    Engine(sim.instances, EmbeddedBackend(sim.cluster), sim.requests, on_graph=graphs.append).run()
+    run(sim, on_graph=graphs.append)
     print(f"{len(graphs)} batches of the pp=2 example ({CONFIG})")
     with tempfile.TemporaryDirectory() as d:
         for flavor in ("llmservingsim", "upstream"):
@@ -51,12 +49,10 @@ def main(astra_sim_bin):
             ms = (time.perf_counter() - t0) * 1e3 / len(graphs)
             print(f"trace writing, {flavor:<14} {ms:7.2f} ms per batch (2 NPUs)")
         binary = astra_sim_bin or str(standin_binary(Path(d)))
-        from astra_bridge.runner import astra_engine
-
         sim = prepare(CONFIG, args, DATASET)
         t0 = time.perf_counter()
-        result = run(sim, engine_factory=lambda s, **kw: astra_engine(
-            s, flavor="llmservingsim", binary=binary, workdir=str(Path(d) / "run"), timeout_s=60, **kw))
+        result = run(sim, make_backend(sim, "astra-sim", {"astra_sim_bin": binary, "astra_sim_workdir": str(Path(d) / "run"),
+                                                          "astra_sim_timeout": 60}))
         wall = time.perf_counter() - t0
         who = "real build" if astra_sim_bin else "stand-in"
         print(f"full astra-sim run ({who})   {wall * 1e3 / result.iterations:7.2f} ms per batch "

@@ -186,7 +186,7 @@ def test_stage_costs_equal_the_graph_path(cfg, timing):
     from llmsim.batch import Batch, Entry
     from llmsim.config.engine import EngineArgs
     from llmsim.graph.builder import build_graph
-    from llmsim.graph.stage_cost import StageCosts
+    from llmsim.backends.stage_cost import StageCosts
     from llmsim.request import Request
     from llmsim.simulate import prepare
 

@@ -1,5 +1,5 @@
 """The periodic [INFO] line of the design brief."""
-from llmsim.engine import Heartbeat
+from llmsim.results import Heartbeat
 from llmsim.metrics import heartbeat_line
 from conftest import run_cli
 

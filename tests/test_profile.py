@@ -252,4 +252,4 @@ def test_decode_only_fast_path_equals_the_general_rule(bundle, request):
         total = lo if nd == 1 else nd * lo + rng.randrange(0, (hi - lo) * (nd - 1) + 1)
         total = max(total, lo + (hi - lo)) if nd > 1 else total
         fast = b.attention_ns_from_stats(0, 0, nd, total, hi, lo)
-        assert fast == b._attention_general(0, 0, nd, total, hi, lo), (nd, total, hi, lo)
+        assert fast == b._attention.general(0, 0, nd, total, hi, lo), (nd, total, hi, lo)

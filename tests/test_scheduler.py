@@ -27,7 +27,7 @@ def test_chunked_prefill_under_token_budget():
     assert _step(s, 30) == {0: 904}  # 5000 - 2 x 2048
     assert r.first_token_ns == 31  # stamped when the final chunk's batch completes
     assert _step(s, 40) == {0: 1}
-    assert r.finished and r.end_ns == 41 and list(r.itl_ns) == [10]
+    assert r.status is Status.FINISHED and r.end_ns == 41 and list(r.itl_ns) == [10]
 
 
 def test_running_decodes_come_before_new_prefill_and_share_the_budget():
@@ -60,11 +60,11 @@ def test_recompute_preemption_from_the_tail():
     assert r1.status is Status.PREEMPTED and r1.num_computed == 0 and s.waiting[0] is r1
     # r1 must recompute 9 tokens (3 blocks) but r0 holds 3 of the 4 until it finishes
     assert _step(s, 40) == {0: 1}
-    assert r0.finished and r0.end_ns == 41
+    assert r0.status is Status.FINISHED and r0.end_ns == 41
     assert _step(s, 50) == {1: 9}  # prompt + 3 generated tokens, recomputed
     assert s.stats.preemptions == 1 and s.stats.recomputed_tokens == 9
     assert _step(s, 60) == {1: 1}
-    assert r1.finished
+    assert r1.status is Status.FINISHED
     # r1's tokens at 1, 11, 21, 51, 61: the preemption stall shows in the inter-token gaps
     assert list(r1.itl_ns) == [10, 10, 30, 10]
 

@@ -3,16 +3,14 @@ import pytest
 
 from astra_bridge.chakra.codec import attributes, duration_ns, node_type_name, read_et
 from astra_bridge.traces import write_graph
-from llmsim.backends.embedded import EmbeddedBackend
 from llmsim.config.engine import EngineArgs
-from llmsim.engine import Engine
-from llmsim.simulate import prepare
+from llmsim.simulate import prepare, run
 
 
 def _first_graphs(cfg, n=3):
     sim = prepare(cfg, EngineArgs(dtype="bfloat16"), "workloads/example_trace.jsonl", num_reqs=2)
     graphs = []
-    Engine(sim.instances, EmbeddedBackend(sim.cluster), sim.requests, on_graph=graphs.append).run()
+    run(sim, on_graph=graphs.append)
     return graphs[:n]
 
 

@@ -5,7 +5,7 @@ from ..batch import Batch
 from ..config.model import ModelSpec
 from ..perf.architecture import Architecture
 from .iteration import IterationGraph, Op, OpKind, StageProgram
-from .stage_split import stage_layer_counts
+from ..stage_split import stage_layer_counts
 
 # Row-parallel linears end in a TP all-reduce of the full activation.
 ALLREDUCE_AFTER = frozenset({"o_proj", "down_proj"})

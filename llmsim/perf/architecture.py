@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from llmsim.perf import ProfileError
+from llmsim.perf.errors import ProfileError
 
 # A layer listed under several catalog sections takes the first of these (reference order).
 _CATEGORY_ORDER = ("per_sequence", "attention", "moe", "dense")

@@ -11,10 +11,3 @@ def stage_layer_counts(num_layers: int, pp_size: int) -> list[int]:
         counts[pp_size - 2 - k] += 1
     return counts
 
-
-def stage_layer_ranges(num_layers: int, pp_size: int) -> list[tuple[int, int]]:
-    ranges, start = [], 0
-    for n in stage_layer_counts(num_layers, pp_size):
-        ranges.append((start, start + n))
-        start += n
-    return ranges

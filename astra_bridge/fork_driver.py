@@ -6,34 +6,47 @@ NPU); middle NPUs are fed by their start NPU. A start NPU finishing a batch free
 NPU finishing it completes the batch. Where the reference answers `pass` to an idle pipeline and
 lets ASTRA-Sim creep forward in 1 ms steps, we hand it a wait workload that ends exactly at the
 next arrival, so arrivals are scheduled when they happen, as on the embedded backend.
+
+The fork owns the clock: this backend drives the run's Session (llmsim/session.py) through its
+steps as the reports arrive. Protocol and files: docs/astra-sim-interface.md.
 """
+import shutil
 from collections import deque
 from pathlib import Path
 
-from llmsim.backends.embedded import EmbeddedBackend, StageEvent
-from llmsim.engine import Engine, SimResult
+from llmsim.backends.base import ClockOwningBackend, StageEvent
+from llmsim.backends.embedded import EmbeddedBackend
+from llmsim.results import SimResult
+from llmsim.session import Session
 
 from .inputs import topology_dims, write_inputs
 from .process import AstraProcess, BackendError
 from .traces import write_graph, write_wait
 
 
-class ForkEngine(Engine):
-    def __init__(self, instances, cluster, requests, *, binary: Path, workdir: Path, timeout_s: float = 60.0, **kw):
-        super().__init__(instances, None, requests, **kw)
+class ForkBackend(ClockOwningBackend):
+    name = "astra-sim-fork"
+
+    def __init__(self, cluster, binary: Path, workdir: Path, timeout_s: float = 60.0, remove_workdir: bool = False):
         self.cluster = cluster
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.timeout_s = timeout_s
+        self.remove_workdir = remove_workdir  # a temporary run folder goes with close()
         self.multi_dim = len(topology_dims(cluster)) > 1
         self._waits = 0
-        # The embedded model's timeline, run alongside: it predicts when batches in flight complete
-        # (so stage 0 can sleep until then) and records how far ASTRA-Sim's times differ from it.
+        self.session: Session | None = None
+        # The embedded model's timeline, run alongside: it predicts when batches in flight complete,
+        # so stage 0 can sleep until then and a hung trace is recognised.
         self.shadow = EmbeddedBackend(cluster)
         self._predicted: dict[tuple[int, int], int] = {}
-        self._sched_ns: dict[tuple[int, int], int] = {}
+        self._sched_ns: dict[tuple[int, int], int] = {}  # when each batch in flight was formed
         self._end_ns = 0  # the last completion: the run's end, as on the embedded backend
-        self.completion_diff_ns: list[int] = []
+
+    def close(self) -> None:
+        if self.remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.remove_workdir = False
 
     # -- files --------------------------------------------------------------------------------------
     def _batch_prefix(self, i: int, batch_id: int) -> Path:
@@ -54,7 +67,7 @@ class ForkEngine(Engine):
         mine = [t for (inst, _), t in self._predicted.items() if inst == i]
         if any(t <= now for t in mine):
             return None
-        nxt = self.next_arrival_ns()
+        nxt = self.session.next_arrival_ns()
         if nxt is not None and nxt > now:
             mine.append(nxt)
         return min(mine) if mine else None
@@ -70,14 +83,12 @@ class ForkEngine(Engine):
         return cmd
 
     # -- the loop -------------------------------------------------------------------------------------
-    def _idle(self) -> bool:
-        return self.next_arrival_ns() is None and not any(i.scheduler.has_work for i in self.instances)
-
-    def run(self) -> SimResult:
-        self._reset()
+    def drive(self, session: Session) -> SimResult:
+        self.session = s = session
+        s.start()
         paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
         all_npus = range(self.cluster.total_npus)
-        first = self.next_arrival_ns() or 0
+        first = s.next_arrival_ns() or 0
         startup = write_wait(all_npus, self.workdir / "workload" / "event_handler" / "llm", "llmservingsim", max(1, first))
         role = {}
         for inst in self.cluster.instances:
@@ -87,24 +98,24 @@ class ForkEngine(Engine):
                 role[last] = (inst.index, False, True)
         given = {n: [("wait", None)] for n in role}  # what each reporting NPU has been handed, in order
         seen = {n: -1 for n in role}
-        stage0_busy = [True] * len(self.instances)  # until the start-up wait ends
-        for_end = [deque() for _ in self.instances]  # batches formed but not yet handed to the end NPU
-        early = [None] * len(self.instances)  # pp=1, tp>1: batch formed at the end NPU's report
-        wait_until = [max(1, first)] * len(self.instances)
-        stage_start = {}
+        n_inst = len(s.instances)
+        stage0_busy = [True] * n_inst  # until the start-up wait ends
+        for_end = [deque() for _ in range(n_inst)]  # batches formed but not yet handed to the end NPU
+        early = [None] * n_inst  # pp=1, tp>1: batch formed at the end NPU's report
+        wait_until = [max(1, first)] * n_inst
         reported: dict[tuple[int, int], set] = {}  # pp=1, tp>1: which rank has reported a batch
         proc = AstraProcess(self._command(paths, startup), str(self.workdir), self.timeout_s)
         now = 0
         try:
             while True:
-                inflight = [f"instance {b.instance} batch {b.id}" for b in self.batches.values()]
+                inflight = [f"instance {b.instance} batch {b.id}" for b in s.in_flight.values()]
                 r = proc.next_report(f"batches in flight: {', '.join(inflight) or 'none'}")
                 if r.npu not in role:
                     raise BackendError(f"ASTRA-Sim reported NPU {r.npu}, which starts or ends no instance")
                 now = max(now, r.tick_ns)
-                self._heartbeats_before(now)
+                s.heartbeat(now)
                 i, is_start, is_end = role[r.npu]
-                inst = self.instances[i]
+                inst = s.instances[i]
                 for k in range(seen[r.npu] + 1, r.iteration + 1):
                     if k >= len(given[r.npu]):
                         raise BackendError(f"ASTRA-Sim says NPU {r.npu} finished workload {k}, but only "
@@ -119,15 +130,15 @@ class ForkEngine(Engine):
                         reported.setdefault((i, bid), set()).add(r.npu)
                         if len(reported[(i, bid)]) == 2:
                             del reported[(i, bid)]
-                            self._complete(i, bid, now, stage_start)
+                            self._complete(i, bid, now)
                     elif is_end:
-                        self._complete(i, bid, now, stage_start)
+                        self._complete(i, bid, now)
                 seen[r.npu] = max(seen[r.npu], r.iteration)
                 self._check_overdue(now)
                 pp1_split = inst.config.pp_size == 1 and not (is_start and is_end)
                 start_npu = inst.config.first_npu
-                self.deliver_arrivals(now)
-                if self._idle() and not self.batches:
+                s.deliver_arrivals(now)
+                if s.idle() and not s.in_flight:
                     if all(seen[n] == len(given[n]) - 1 for n in role):
                         proc.answer("exit")
                         break
@@ -143,7 +154,7 @@ class ForkEngine(Engine):
                           and self._start_free(given[start_npu], seen[start_npu], wait_until[i], now)):
                         # Both TP ranks of the only stage are free now: form the batch at this report
                         # so the end rank starts it now too, not at the next event tick.
-                        bid = self._form(i, now, stage_start)
+                        bid = self._form(i, now)
                         if bid is not None:
                             early[i] = bid
                             given[r.npu].append(("batch", bid))
@@ -153,7 +164,7 @@ class ForkEngine(Engine):
                     if early[i] is not None:
                         bid, early[i] = early[i], None
                     elif not stage0_busy[i]:
-                        bid = self._form(i, now, stage_start)
+                        bid = self._form(i, now)
                         if bid is not None and not is_end:
                             for_end[i].append(bid)
                     if bid is not None:
@@ -177,7 +188,7 @@ class ForkEngine(Engine):
                 raise BackendError(f"ASTRA-Sim: {verdict}")
         finally:
             proc.close()
-        return self.result(self._end_ns)
+        return s.finish(self._end_ns)
 
     def _check_overdue(self, now: int) -> None:
         """A trace that cannot finish (a RECV without its SEND, say) makes ASTRA-Sim idle forward in
@@ -198,24 +209,23 @@ class ForkEngine(Engine):
             return wait_until <= now
         return start_seen == len(start_given) - 1
 
-    def _form(self, i: int, now: int, stage_start: dict) -> int | None:
-        formed = self.form_batch(i, now)
+    def _form(self, i: int, now: int) -> int | None:
+        formed = self.session.form_batch(i, now)
         if formed is None:
             return None
         batch, graph = formed
         write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim)
-        self._predicted[(i, batch.id)] = self.shadow.submit(graph, now)[-1].end_ns
+        self._predicted[(i, batch.id)] = self.shadow.submit(self.session.instances[i], batch, graph, now).end_ns
         self._sched_ns[(i, batch.id)] = now
-        stage_start[(i, batch.id)] = now
         return batch.id
 
-    def _complete(self, i: int, bid: int, now: int, stage_start: dict) -> None:
-        batch = self.batches[(i, bid)]
-        inst = self.instances[i]
+    def _complete(self, i: int, bid: int, now: int) -> None:
+        s = self.session
+        batch = s.in_flight[(i, bid)]
+        cfg = s.instances[i].config
         # ASTRA-Sim reports only the start and end NPUs: the iteration log gets one whole-batch row.
-        self.record(batch, [StageEvent(i, inst.config.pp_size - 1, inst.config.first_npu + inst.config.num_npus - 1,
-                                       bid, stage_start.pop((i, bid)), now)])
-        self.completion_diff_ns.append(now - self._predicted.pop((i, bid)))
+        s.record(batch, [StageEvent(i, cfg.pp_size - 1, cfg.first_npu + cfg.num_npus - 1, bid,
+                                    self._sched_ns.pop((i, bid)), now)])
+        del self._predicted[(i, bid)]
         self._end_ns = max(self._end_ns, now)
-        self._sched_ns.pop((i, bid))
-        self.complete_batch(i, bid, now)
+        s.complete_batch(i, bid, now)

@@ -11,8 +11,8 @@ builder stops scaling message sizes with tokens; tests/test_fast_path.py checks 
 from collections import Counter
 from dataclasses import dataclass
 
-from .builder import InstanceLayout, build_graph
-from .iteration import IterationGraph, Op, OpKind, StageProgram
+from ..graph.builder import InstanceLayout, build_graph
+from ..graph.iteration import IterationGraph, Op, OpKind, StageProgram
 
 _CACHE_CAP = 1 << 16
 

@@ -1,0 +1,43 @@
+"""The bridge's entry points (setup.cfg): the `astra-sim` backend and the `chakra` trace writer."""
+import tempfile
+from pathlib import Path
+
+from llmsim.errors import InputError
+
+from .binary import find_binary
+from .fork_driver import ForkBackend
+from .inputs import topology_dims
+from .traces import write_graph
+from .upstream import UpstreamBackend
+
+
+def make_backend(sim, options: dict):
+    """llmsim.backends `astra-sim`: the fork (persistent process, owns the clock) or upstream
+    (one run per distinct graph), found from --astra-sim-bin, $LLMSIM_ASTRA_SIM or third_party/."""
+    flavor = options.get("astra_sim_flavor") or "llmservingsim"
+    found = find_binary(options.get("astra_sim_bin"), flavor)
+    workdir = options.get("astra_sim_workdir")
+    timeout_s = float(options.get("astra_sim_timeout") or 120.0)
+    wd = Path(workdir or tempfile.mkdtemp(prefix="llmsim-astra-"))
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{wd}: cannot use as the ASTRA-Sim run folder ({e.strerror})") from None
+    if flavor == "llmservingsim":
+        return ForkBackend(sim.cluster, found.path, wd, timeout_s, remove_workdir=not workdir)
+    return UpstreamBackend(sim.cluster, found.path, wd, timeout_s, remove_workdir=not workdir)
+
+
+def trace_dumper(cluster, folder: str, flavor: str):
+    """llmsim.trace_writers `chakra`: an on_graph callback writing every iteration's per-NPU .et
+    files under folder/instance<i>_batch<b>/."""
+    multi = len(topology_dims(cluster)) > 1
+    root = Path(folder)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{root}: cannot write traces there ({e.strerror})") from None
+
+    def dump(graph):
+        write_graph(graph, root / f"instance{graph.instance}_batch{graph.batch_id}" / "llm", flavor, multi)
+    return dump

@@ -1,0 +1,101 @@
+"""What every command shares: the engine options, one-line error handling, the start-up banner."""
+import functools
+import logging
+import signal
+import sys
+import warnings
+
+import click
+
+from .. import metrics
+from ..config.engine import DTYPE_BYTES, EngineArgs
+from ..errors import InputError
+
+
+def _nonneg(ctx, param, value):
+    if value is not None and value < 0:
+        raise click.BadParameter(f"must be >= 0, got {value}")
+    return value
+
+
+ENGINE_OPTIONS = [
+    click.option("--cluster-config", default="configs/cluster/single_node_single_instance.json", show_default=True,
+                 help="Cluster config JSON (the reference's schema)."),
+    click.option("--dataset", default=None, help="Workload JSONL (input_toks, output_toks, arrival_time_ns[, token ids])."),
+    click.option("--dtype", type=click.Choice(sorted(DTYPE_BYTES)), default=None, help="Weight dtype (instance key wins)."),
+    click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto", show_default=True),
+    click.option("--block-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tokens per KV block."),
+    click.option("--max-num-seqs", type=int, default=128, show_default=True, callback=_nonneg, help="0 = unlimited."),
+    click.option("--max-num-batched-tokens", type=int, default=2048, show_default=True, callback=_nonneg,
+                 help="Token budget per step; 0 = the maximum model length."),
+    click.option("--max-model-len", type=int, default=0, callback=_nonneg,
+                 help="Longest request (prompt + output) and cap of the token budget; 0 = max_position_embeddings."),
+    click.option("--long-prefill-token-threshold", type=int, default=0, show_default=True, callback=_nonneg),
+    click.option("--enable-prefix-caching/--no-enable-prefix-caching", default=True, show_default=True),
+    click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True),
+    click.option("--reserve-full-isl/--no-reserve-full-isl", default=True, show_default=True,
+                 help="Admit a request only if its whole current sequence fits in free blocks."),
+    click.option("--npu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
+    click.option("--kv-capacity", type=click.Choice(["reference", "vllm"]), default="reference", show_default=True,
+                 help="KV blocks from mem x util - weights (the reference), or vLLM's profile: also minus the "
+                      "activation peak and non-torch memory."),
+    click.option("--num-gpu-blocks", type=int, default=0, callback=_nonneg,
+                 help="Pin the KV block count (e.g. vLLM's logged num_gpu_blocks); 0 = computed."),
+    click.option("--timing", type=click.Choice(["auto", "profile", "roofline"]), default="auto", show_default=True,
+                 help="Layer times from a measured profile bundle, the roofline model, or the bundle when one exists."),
+    click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True),
+    click.option("--num-reqs", type=int, default=0, callback=_nonneg, help="Use the first N dataset lines (0 = all)."),
+]
+
+ENGINE_KEYS = ("dtype", "kv_cache_dtype", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+               "long_prefill_token_threshold", "enable_prefix_caching", "enable_chunked_prefill", "reserve_full_isl",
+               "npu_memory_utilization", "kv_capacity", "num_gpu_blocks", "timing")
+
+
+def engine_options(f):
+    for opt in reversed(ENGINE_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def engine_args(opts: dict) -> EngineArgs:
+    return EngineArgs(**{k: opts[k] for k in ENGINE_KEYS})
+
+
+def user_errors(f):
+    """Bad input ends the command with one `error:` line and exit code 2."""
+    @functools.wraps(f)
+    def wrapper(*a, **k):
+        logging.basicConfig(format="[%(levelname)s] %(message)s", level=logging.WARNING)
+        warnings.simplefilter("default")
+        warnings.formatwarning = lambda msg, cat, *args, **kw: f"[WARNING] {msg}\n"
+        # SIGTERM (timeout, docker stop) unwinds like Ctrl-C, so temp folders and ASTRA-Sim go too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            return f(*a, **k)
+        except InputError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+    return wrapper
+
+
+def announce(sim, quiet: bool) -> None:
+    for w in sim.cluster.warnings:
+        click.echo(f"[WARNING] {w}", err=True)
+    for inst in sim.instances:
+        if inst.profile_note:
+            click.echo(f"[WARNING] {inst.profile_note}", err=True)
+        if not quiet:
+            m = inst.memory
+            click.echo(f"[INFO] instance {inst.index}: {inst.model.name} on {inst.config.num_npus} x "
+                       f"{inst.config.hardware} (tp={inst.config.tp_size}, pp={inst.config.pp_size}), {inst.dtype}, "
+                       f"timing: {inst.timer.describe()}; KV cache {m.num_blocks} blocks x {m.block_size} tokens "
+                       f"({inst.args.kv_capacity if not inst.args.num_gpu_blocks else 'pinned'}); layers per stage "
+                       f"{[s.layers for s in m.stages]}")
+
+
+def write_files(files: dict) -> None:
+    try:
+        metrics.write_all_atomic(files)
+    except OSError as e:
+        raise InputError(f"{e.filename}: cannot write output ({e.strerror})") from None

@@ -1,0 +1,98 @@
+"""`llmsim [OPTIONS]`: simulate a workload on a cluster and write the outputs."""
+import gc
+import tempfile
+from pathlib import Path
+
+import click
+
+from .. import metrics
+from ..errors import InputError
+from ..plugins import TRACE_WRITERS, load
+from ..simulate import make_backend, prepare, run
+from ..units import NS_PER_S
+from .options import announce, engine_args, engine_options, write_files
+
+RUN_OPTIONS = [
+    click.option("--output", default=None, help="Per-request CSV to write."),
+    click.option("--log-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                 help="Seconds of simulated time between [INFO] lines; 0 = none."),
+    click.option("--iteration-log", default=None, help="CSV with one row per batch and pipeline stage."),
+    click.option("--backend", default="embedded", show_default=True,
+                 help="embedded: in process (ASTRA-Sim's analytical semantics); astra-sim: your ASTRA-Sim build; "
+                      "or any backend installed in the llmsim.backends entry-point group."),
+    click.option("--backend-option", "backend_options", multiple=True, metavar="KEY=VALUE",
+                 help="An option for a third-party backend (repeatable)."),
+    click.option("--astra-sim-bin", default=None, help="ASTRA-Sim binary (else $LLMSIM_ASTRA_SIM, else third_party/)."),
+    click.option("--astra-sim-flavor", type=click.Choice(["llmservingsim", "upstream"]), default="llmservingsim",
+                 show_default=True, help="The LLMServingSim fork (persistent process) or upstream ASTRA-Sim."),
+    click.option("--astra-sim-workdir", default=None, help="Run folder for ASTRA-Sim inputs, traces and logs "
+                 "(default: a temporary folder, removed unless --keep-traces)."),
+    click.option("--keep-traces", is_flag=True, help="Keep the ASTRA-Sim run folder (a temporary one is printed)."),
+    click.option("--astra-sim-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+                 help="Seconds ASTRA-Sim may take to report the next event before the run is abandoned."),
+    click.option("--dump-traces", default=None, help="Write every iteration's per-NPU Chakra .et files here."),
+    click.option("--trace-flavor", type=click.Choice(["llmservingsim", "upstream"]), default="llmservingsim",
+                 show_default=True, help="Node numbering and duration unit of --dump-traces."),
+    click.option("--fast-path/--no-fast-path", default=True, show_default=True,
+                 help="Decode lanes (same results, faster); --no-fast-path runs the plain scheduler for checks."),
+    click.option("--quiet", is_flag=True, help="No [INFO] lines and no summary."),
+]
+
+
+def run_options(f):
+    for opt in reversed(RUN_OPTIONS):
+        f = opt(f)
+    return engine_options(f)
+
+
+def backend_options(o: dict) -> dict:
+    """The options handed to the backend's factory: the ASTRA-Sim flags, then KEY=VALUE pairs."""
+    opts = {k: o[k] for k in ("astra_sim_bin", "astra_sim_flavor", "astra_sim_workdir", "keep_traces",
+                              "astra_sim_timeout")}
+    if o["keep_traces"] and not o["astra_sim_workdir"]:
+        opts["astra_sim_workdir"] = tempfile.mkdtemp(prefix="llmsim-astra-")
+        click.echo(f"[INFO] ASTRA-Sim run folder kept at {opts['astra_sim_workdir']}", err=True)
+    for pair in o["backend_options"]:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--backend-option {pair!r}: expected KEY=VALUE")
+        opts[key.replace("-", "_")] = value
+    return opts
+
+
+def simulate(o: dict) -> None:
+    output, iteration_log, quiet = o["output"], o["iteration_log"], o["quiet"]
+    for path, what in ((output, "output"), (iteration_log, "iteration log")):
+        if path:
+            metrics.check_writable(path, what)
+    sim = prepare(o["cluster_config"], engine_args(o), o["dataset"], o["num_reqs"], fast_path=o["fast_path"])
+    announce(sim, quiet)
+    interval_ns = 0 if quiet else int(round(o["log_interval"] * NS_PER_S))
+    on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None
+    on_graph = None
+    if o["dump_traces"]:
+        on_graph = load(TRACE_WRITERS, "chakra")(sim.cluster, o["dump_traces"], o["trace_flavor"])
+    backend = make_backend(sim, o["backend"], backend_options(o) if o["backend"] != "embedded" else None)
+    # One run per process, and the run's structures break their own reference cycles (a lane
+    # and its batch, a lane and its members): the cycle collector only costs time here.
+    gc.freeze()
+    gc.disable()
+    result = run(sim, backend, routing_policy=o["request_routing_policy"], log_interval_ns=interval_ns,
+                 on_heartbeat=on_hb, record_iterations=iteration_log is not None, on_graph=on_graph)
+    instances = sim.instances
+    if not quiet:
+        click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances]))
+    files = {}  # everything is rendered before anything is written
+    if output:
+        files[output] = metrics.requests_csv_lines(result, instances)  # streamed: it can be GBs
+        files[f"{output}.meta.json"] = metrics.run_metadata(sim, result, o)
+        if result.unfinished:
+            files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
+    if iteration_log:
+        files[iteration_log] = metrics.iteration_csv(result.iteration_log)
+    write_files(files)
+    if output and not result.unfinished and Path(f"{output}.unfinished.csv").exists():
+        Path(f"{output}.unfinished.csv").unlink()  # stale, from an earlier run
+    if result.unfinished:
+        click.echo(f"[WARNING] {len(result.unfinished)} request(s) did not finish; first: request "
+                   f"{result.unfinished[0][0].id}: {result.unfinished[0][1]}", err=True)
