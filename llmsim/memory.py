@@ -26,7 +26,6 @@ class StageMemory:
 @dataclass(frozen=True)
 class MemoryPlan:
     stages: tuple[StageMemory, ...]
-    capacity_bytes: int  # mem_size * utilisation, per device
     block_size: int
     num_blocks: int
 
@@ -75,4 +74,4 @@ def plan_memory(m: ModelSpec, tp: int, pp: int, fp: int, kv_fp: int, mem_size_by
                 f"{need:.1f} GB for weights{extra} and one KV block but {capacity / GIB:.1f} GB is available "
                 f"({mem_size_bytes / GIB:.0f} GB x utilisation {mem_util}); raise pp_size/tp_size or use larger devices")
         blocks.append(free // per_block)
-    return MemoryPlan(stages, capacity, block_size, num_blocks_override or min(blocks))
+    return MemoryPlan(stages, block_size, num_blocks_override or min(blocks))

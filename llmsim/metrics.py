@@ -166,44 +166,65 @@ def heartbeat_line(hb, interval_ns: int) -> str:
             f"npu_mem={hb.npu_mem_bytes / GIB:.1f} GB")
 
 
-def _stats_ms(values_ns) -> str:
+def _ms_stats(values_ns) -> tuple[float, float, float] | None:
+    """(mean, median, P99) in ms, or None for no values."""
     if len(values_ns) == 0:
-        return "n/a"
+        return None
     ms = [v / 1e6 for v in values_ns]
-    return _fmt_ms(math.fsum(ms) / len(ms), percentile(ms, 50), percentile(ms, 99))
+    return math.fsum(ms) / len(ms), percentile(ms, 50), percentile(ms, 99)
 
 
-def _fmt_ms(mean: float, median: float, p99: float) -> str:
-    return f"mean {mean:.2f}  median {median:.2f}  P99 {p99:.2f}"
+def summary_stats(result, scheduler_stats) -> dict:
+    """The run's summary figures, one flat dict (the text summary, the API and meta.json read it)."""
+    secs = result.end_ns / NS_PER_S if result.end_ns else 0.0
+    reqs = finished_requests(result)
+    rate = (lambda x: x / secs) if secs > 0 else (lambda x: 0.0)
+    ms = [request_metrics(r) for r in reqs]
+    out = {
+        "requests_finished": len(reqs), "requests_unfinished": len(result.unfinished),
+        "simulated_ns": result.end_ns, "iterations": result.iterations,
+        "input_tokens": sum(r.prompt_len for r in reqs), "generated_tokens": sum(r.output_len for r in reqs),
+        "request_throughput_per_s": rate(len(reqs)),
+        "prompt_throughput_tok_per_s": rate(result.prompt_tokens), "gen_throughput_tok_per_s": rate(result.gen_tokens),
+        "preemptions": sum(s.preemptions for s in scheduler_stats),
+        "recomputed_tokens": sum(s.recomputed_tokens for s in scheduler_stats),
+        "prefix_requested_tokens": sum(s.prefix_requested_tokens for s in scheduler_stats),
+        "prefix_hit_tokens": sum(s.prefix_hit_tokens for s in scheduler_stats),
+    }
+    for name, vals in (("ttft", _ms_stats([m.ttft_ns for m in ms])),
+                       ("tpot", _ms_stats([m.tpot_ns for m in ms if m.decode_steps > 0])),
+                       ("itl", itl_stats_ms([r.itl_ns for r in reqs]))):
+        for stat, v in zip(("mean", "median", "p99"), vals or (math.nan,) * 3):
+            out[f"{name}_{stat}_ms"] = v
+    return out
+
+
+def _fmt_ms(s: dict, name: str) -> str:
+    if math.isnan(s[f"{name}_mean_ms"]):
+        return "n/a"
+    return f"mean {s[f'{name}_mean_ms']:.2f}  median {s[f'{name}_median_ms']:.2f}  P99 {s[f'{name}_p99_ms']:.2f}"
 
 
 def summary(result, instances, scheduler_stats) -> str:
-    secs = result.end_ns / NS_PER_S if result.end_ns else 0.0
-    reqs = finished_requests(result)
-    n = len(reqs)
-    rate = (lambda x: x / secs) if secs > 0 else (lambda x: 0.0)
+    s = summary_stats(result, scheduler_stats)
     lines = [
         "Simulation results",
-        f"  Requests finished:        {n}" + (f" ({len(result.unfinished)} unfinished)" if result.unfinished else ""),
-        f"  Simulated time:           {secs:.3f} s ({result.end_ns} ns)",
-        f"  Iterations (batches):     {result.iterations}",
-        f"  Input tokens:             {sum(r.prompt_len for r in reqs)}",
-        f"  Generated tokens:         {sum(r.output_len for r in reqs)}",
-        f"  Request throughput:       {rate(n):.2f} req/s",
-        f"  Prompt throughput:        {rate(result.prompt_tokens):.1f} tok/s (computed prompt tokens)",
-        f"  Generation throughput:    {rate(result.gen_tokens):.1f} tok/s",
+        f"  Requests finished:        {s['requests_finished']}" + (f" ({s['requests_unfinished']} unfinished)"
+                                                                   if s["requests_unfinished"] else ""),
+        f"  Simulated time:           {s['simulated_ns'] / NS_PER_S if s['simulated_ns'] else 0.0:.3f} s "
+        f"({s['simulated_ns']} ns)",
+        f"  Iterations (batches):     {s['iterations']}",
+        f"  Input tokens:             {s['input_tokens']}",
+        f"  Generated tokens:         {s['generated_tokens']}",
+        f"  Request throughput:       {s['request_throughput_per_s']:.2f} req/s",
+        f"  Prompt throughput:        {s['prompt_throughput_tok_per_s']:.1f} tok/s (computed prompt tokens)",
+        f"  Generation throughput:    {s['gen_throughput_tok_per_s']:.1f} tok/s",
     ]
-    pre = sum(s.preemptions for s in scheduler_stats)
-    if pre:
-        lines.append(f"  Preemptions:              {pre} ({sum(s.recomputed_tokens for s in scheduler_stats)} tokens recomputed)")
-    asked = sum(s.prefix_requested_tokens for s in scheduler_stats)
+    if s["preemptions"]:
+        lines.append(f"  Preemptions:              {s['preemptions']} ({s['recomputed_tokens']} tokens recomputed)")
+    asked, hit = s["prefix_requested_tokens"], s["prefix_hit_tokens"]
     if asked:
-        hit = sum(s.prefix_hit_tokens for s in scheduler_stats)
         lines.append(f"  Prefix cache hits:        {hit} / {asked} prompt tokens ({100 * hit / asked:.2f} %)")
-    ms = [request_metrics(r) for r in reqs]
-    ttft = [m.ttft_ns for m in ms]
-    tpot = [m.tpot_ns for m in ms if m.decode_steps > 0]
-    itl = itl_stats_ms([r.itl_ns for r in reqs])
-    itl = "n/a" if itl is None else _fmt_ms(*itl)
-    lines += [f"  TTFT (ms):  {_stats_ms(ttft)}", f"  TPOT (ms):  {_stats_ms(tpot)}", f"  ITL (ms):   {itl}"]
+    lines += [f"  TTFT (ms):  {_fmt_ms(s, 'ttft')}", f"  TPOT (ms):  {_fmt_ms(s, 'tpot')}",
+              f"  ITL (ms):   {_fmt_ms(s, 'itl')}"]
     return "\n".join(lines)

@@ -7,50 +7,50 @@ from .config._fields import _no_constant
 from .request import Request
 
 
-def _int_field(path, lineno, obj, key, minimum, where=""):
+def _int_field(path, at, obj, key, minimum, where=""):
     if key not in obj:
-        raise InputError(f"{path}: line {lineno}: missing field '{where}{key}'")
+        raise InputError(f"{path}: {at}: missing field '{where}{key}'")
     v = obj[key]
     if isinstance(v, bool) or not isinstance(v, int):
-        raise InputError(f"{path}: line {lineno}: field '{where}{key}' must be an integer, got {v!r}")
+        raise InputError(f"{path}: {at}: field '{where}{key}' must be an integer, got {v!r}")
     if v < minimum:
-        raise InputError(f"{path}: line {lineno}: field '{where}{key}' must be >= {minimum}, got {v}")
+        raise InputError(f"{path}: {at}: field '{where}{key}' must be >= {minimum}, got {v}")
     return v
 
 
-def _ids(path, lineno, obj, key):
+def _ids(path, at, obj, key):
     v = obj.get(key)
     if v is None:
         return None
     if not isinstance(v, list) or not set(map(type, v)) <= {int}:  # JSON ints (a bool's type is bool)
-        raise InputError(f"{path}: line {lineno}: field '{key}' must be a list of integers")
+        raise InputError(f"{path}: {at}: field '{key}' must be a list of integers")
     return v
 
 
-def _flat(path, lineno, obj, rid, with_token_ids, arrival, where="") -> Request:
-    prompt = _int_field(path, lineno, obj, "input_toks", 1, where)
-    output = _int_field(path, lineno, obj, "output_toks", 1, where)
+def _flat(path, at, obj, rid, with_token_ids, arrival, where="") -> Request:
+    prompt = _int_field(path, at, obj, "input_toks", 1, where)
+    output = _int_field(path, at, obj, "output_toks", 1, where)
     ids = None
     if with_token_ids:
-        inp, out = _ids(path, lineno, obj, "input_tok_ids"), _ids(path, lineno, obj, "output_tok_ids")
+        inp, out = _ids(path, at, obj, "input_tok_ids"), _ids(path, at, obj, "output_tok_ids")
         if inp is not None:
             ids = tuple(inp) + tuple(out or ())
     return Request(id=rid, arrival_ns=arrival, prompt_len=prompt, output_len=output, token_ids=ids)
 
 
-def _session(path, lineno, obj, first_id, with_token_ids) -> list[Request]:
+def _session(path, at, obj, first_id, with_token_ids) -> list[Request]:
     """An agentic session: only its first call is queued; each later call is released by the
     engine when the previous one finishes, after that call's tool_duration_ns."""
-    arrival = _int_field(path, lineno, obj, "arrival_time_ns", 0)
+    arrival = _int_field(path, at, obj, "arrival_time_ns", 0)
     subs = obj["sub_requests"]
     if not isinstance(subs, list):
-        raise InputError(f"{path}: line {lineno}: field 'sub_requests' must be a list")
+        raise InputError(f"{path}: {at}: field 'sub_requests' must be a list")
     calls = []
     for k, sub in enumerate(subs):
         if not isinstance(sub, dict):
-            raise InputError(f"{path}: line {lineno}: sub_requests[{k}] must be an object")
-        req = _flat(path, lineno, sub, first_id + k, with_token_ids, arrival if k == 0 else -1, f"sub_requests[{k}].")
-        req.tool_duration_ns = _int_field(path, lineno, {"tool_duration_ns": 0, **sub}, "tool_duration_ns", 0,
+            raise InputError(f"{path}: {at}: sub_requests[{k}] must be an object")
+        req = _flat(path, at, sub, first_id + k, with_token_ids, arrival if k == 0 else -1, f"sub_requests[{k}].")
+        req.tool_duration_ns = _int_field(path, at, {"tool_duration_ns": 0, **sub}, "tool_duration_ns", 0,
                                           f"sub_requests[{k}].")
         if calls:
             calls[-1].next_in_session = req
@@ -65,6 +65,30 @@ def _lines(path, fh):
             yield lineno, line
     except UnicodeDecodeError:
         raise InputError(f"{path}: line {lineno + 1}: not UTF-8 text") from None
+
+
+def _add(reqs: list[Request], path, at: str, obj: dict, next_id: int, with_token_ids: bool) -> int:
+    """Append one trace entry's request (or a session's first call); returns the next free id."""
+    if "sub_requests" in obj:
+        reqs.extend(_session(path, at, obj, next_id, with_token_ids))
+        return next_id + len(obj["sub_requests"])
+    reqs.append(_flat(path, at, obj, next_id, with_token_ids, _int_field(path, at, obj, "arrival_time_ns", 0)))
+    return next_id + 1
+
+
+def requests_from_records(records, with_token_ids: bool = True, source: str = "workload") -> list[Request]:
+    """Requests from trace entries in the JSONL format, already parsed (dicts): for scripts that
+    build a workload in code. Errors name the entry ("item 3")."""
+    reqs: list[Request] = []
+    next_id = 0
+    for k, obj in enumerate(records, 1):
+        if not isinstance(obj, dict):
+            raise InputError(f"{source}: item {k}: expected a dict (input_toks, output_toks, arrival_time_ns)")
+        next_id = _add(reqs, source, f"item {k}", obj, next_id, with_token_ids)
+    if not reqs:
+        raise InputError(f"{source}: no requests")
+    reqs.sort(key=lambda r: (r.arrival_ns, r.id))
+    return reqs
 
 
 def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = True) -> list[Request]:
@@ -92,15 +116,8 @@ def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = Tr
                 raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}: line {lineno}: expected a JSON object")
-            if "sub_requests" in obj:
-                reqs.extend(_session(path, lineno, obj, next_id, with_token_ids))
-                next_id += len(obj["sub_requests"])
-                lines += 1
-                continue
             lines += 1
-            reqs.append(_flat(path, lineno, obj, next_id, with_token_ids,
-                              _int_field(path, lineno, obj, "arrival_time_ns", 0)))
-            next_id += 1
+            next_id = _add(reqs, path, f"line {lineno}", obj, next_id, with_token_ids)
     if not reqs:
         raise InputError(f"{path}: no requests in dataset")
     reqs.sort(key=lambda r: (r.arrival_ns, r.id))

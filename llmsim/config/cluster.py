@@ -107,7 +107,12 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
         raise InputError(f"{path}: cluster config file not found") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read cluster config ({e.strerror})") from None
-    raw = parse_json(path, text)
+    return cluster_from_dict(parse_json(path, text), path)
+
+
+def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
+    """A cluster config in the reference's schema, already parsed (built in code); errors name
+    `path` and the field."""
     warnings: list[str] = []
     top = Fields(path, raw, "")
     warnings += top.unknown(_TOP)

@@ -55,7 +55,3 @@ class IterationGraph:
 
     def npu(self, stage: int, rank: int = 0) -> int:
         return self.first_npu + stage * self.tp_size + rank
-
-    @property
-    def num_npus(self) -> int:
-        return self.tp_size * self.pp_size
