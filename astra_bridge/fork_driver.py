@@ -85,7 +85,6 @@ class ForkBackend(ClockOwningBackend):
     # -- the loop -------------------------------------------------------------------------------------
     def drive(self, session: Session) -> SimResult:
         self.session = s = session
-        s.start()
         paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
         all_npus = range(self.cluster.total_npus)
         first = s.next_arrival_ns() or 0

@@ -32,6 +32,7 @@ class UpstreamBackend(StageTimingBackend):
 
     def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0,
                  remove_workdir: bool = False):
+        self.cluster = cluster
         self.binary, self.workdir, self.timeout_s = Path(binary), Path(workdir), timeout_s
         self.remove_workdir = remove_workdir  # a temporary run folder goes with close()
         self.paths = write_inputs(cluster, self.workdir, "upstream")

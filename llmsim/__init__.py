@@ -1,6 +1,6 @@
 """llmsim: a simulator of LLM serving on GPU clusters. The Python API is llmsim.api (also reachable
 as llmsim.run, llmsim.EngineArgs, ...), imported on first use so the CLI starts fast."""
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 _API = {"run", "Results", "EngineArgs", "InputError", "cluster_from_dict", "load_cluster_config", "load_workload",
         "requests_from_records"}

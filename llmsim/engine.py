@@ -20,7 +20,6 @@ class Engine:
 
     def run(self) -> SimResult:
         s, backend = self.session, self.backend
-        s.start()
         instances = s.instances
         want_graph = backend.needs_graphs
         detail = s.record_iterations

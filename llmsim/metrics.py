@@ -120,7 +120,7 @@ def run_metadata(sim, result, options: dict) -> str:
     columns are fixed by the reference, so the run's provenance lives here."""
     import json
 
-    from . import __version__
+    from .version import __version__
 
     doc = {
         "llmsim_version": __version__,

@@ -1,8 +1,9 @@
 """The step API: one run's state, and the steps every driving loop composes.
 
-Like vLLM's schedule() / update_from_output() pair, a driver calls, as its clock advances:
-start(); deliver_arrivals(now); form_batch(i, now); complete_batch(i, batch_id, now);
-heartbeat(now); and finish(now) -> SimResult. The engine (engine.py) drives a Session for
+Like vLLM's schedule() / update_from_output() pair, a driver creates a Session (the start of
+the run) and calls, as its clock advances: deliver_arrivals(now); form_batch(i, now);
+complete_batch(i, batch_id, now); heartbeat(now); and finish(now) -> SimResult. A Session runs
+once: its schedulers hold the run's state. The engine (engine.py) drives a Session for
 backends that time stages in process; a backend that owns the clock (the ASTRA-Sim fork) drives
 one itself. Neither reaches into the other's state.
 """
@@ -27,9 +28,6 @@ class Session:
         self.on_heartbeat = on_heartbeat
         self.record_iterations = record_iterations
         self.on_graph = on_graph
-        self.start()
-
-    def start(self) -> None:
         self._a = 0  # next request of self.requests to arrive
         self._released: list = []  # session calls released by a completion: (t, id, request)
         self.finished: list[list[Request]] = [[] for _ in self.instances]

@@ -1,7 +1,7 @@
 """--backend astra-sim end to end: our traces, inputs and protocol driver against a binary.
 
 CI has no C++ build, so a shim named like the fork's binary runs the protocol stand-in
-(astra_bridge.standin), which reads the .et files we wrote. With a real build in LLMSIM_ASTRA_SIM
+(tests/astra_standin.py), which reads the .et files we wrote. With a real build in LLMSIM_ASTRA_SIM
 (the fork's AnalyticalAstra, or upstream's AstraSim_Analytical_Congestion_Unaware) the last tests
 run against it; otherwise they skip.
 """
@@ -17,12 +17,13 @@ from astra_bridge.binary import FLAVOR_OF_NAME
 from conftest import ROOT, read_rows, run_cli
 
 EXAMPLE = "workloads/example_trace.jsonl"
+STANDIN = ROOT / "tests" / "astra_standin.py"  # the fork stand-in, run by path
 
 
 def shim(tmp_path, name="AnalyticalAstra", env_line=""):
     exe = tmp_path / "bin" / name
     exe.parent.mkdir(exist_ok=True)
-    exe.write_text(f"#!/bin/sh\n{env_line}PYTHONPATH={ROOT} exec {sys.executable} -m astra_bridge.standin \"$@\"\n")
+    exe.write_text(f"#!/bin/sh\n{env_line}PYTHONPATH={ROOT} exec {sys.executable} {STANDIN} \"$@\"\n")
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return exe
 

@@ -1,4 +1,5 @@
-"""The ASTRA-Sim fork stand-in (astra_bridge.standin): protocol and analytical timing, hand-worked."""
+"""The ASTRA-Sim fork stand-in (tests/astra_standin.py): protocol and analytical timing, hand-worked."""
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from astra_bridge.chakra.codec import (CollectiveCommType, coll_node, comp_node,
 from astra_bridge.process import AstraProcess, BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
+STANDIN = ROOT / "tests" / "astra_standin.py"  # run by path; imports astra_bridge via PYTHONPATH
 FL = "llmservingsim"
 REPORT = re.compile(r"sys\[(\d+)\] iteration (\d+) finished, (\d+) cycles, exposed communication (\d+) cycles")
 
@@ -45,7 +47,7 @@ def pp2_batch(prefix: Path) -> Path:
 
 
 def cmd(first: Path, cfg: dict, starts="0,", ends="1,") -> list[str]:
-    return [sys.executable, "-m", "astra_bridge.standin", f"--workload-configuration={first}",
+    return [sys.executable, str(STANDIN), f"--workload-configuration={first}",
             f"--system-configuration={cfg['system']}", f"--network-configuration={cfg['network']}",
             f"--memory-configuration={cfg['memory']}", f"--start-npu-ids={starts}", f"--end-npu-ids={ends}",
             "--unknown-flag=ignored"]
@@ -53,6 +55,7 @@ def cmd(first: Path, cfg: dict, starts="0,", ends="1,") -> list[str]:
 
 def run(args, answers, env=None):
     """Answers are known in advance (the stand-in is deterministic): one stdin line per report."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     p = subprocess.run(args, input="".join(a + "\n" for a in answers), capture_output=True, text=True,
                        timeout=30, cwd=ROOT, env=env)
     reports = [tuple(map(int, m.groups())) for m in REPORT.finditer(p.stdout)]
@@ -91,8 +94,8 @@ def test_startup_is_iteration_0_then_batch_is_iteration_1(tmp_path):
 
 def test_allreduce_memory_and_unfinished_exit(tmp_path):
     cfg = configs(tmp_path)
-    # tp=2 all-reduce of 81920 B (astra_timing.md §3): 10 + 2*(22384+10) + 3*25 = 44873 ns; then a
-    # 1 GiB load each from 256 GB/s host memory (4194304 ns), queued FIFO on its one device.
+    # tp=2 all-reduce of 81920 B (docs/astra-bridge.md, "Analytical timing"): 10 + 2*(22384+10) + 3*25
+    # = 44873 ns; then a 1 GiB load each from 256 GB/s host memory (4194304 ns), queued FIFO on its one device.
     ar = 44873
     first = write(tmp_path / "ar" / "llm", {n: [coll_node(FL, 0, "ar", CollectiveCommType.ALL_REDUCE, 81920),
                                                 mem_node(FL, 1, "ld", False, 1 << 30, data_deps=[0])]
@@ -175,8 +178,8 @@ def test_driver_and_failure_knobs(tmp_path, monkeypatch):
 
 
 def test_fork_written_traces_match_captured_run(monkeypatch):
-    """The fork converter's own pp=2 .et files (tests/data/chakra) give the captured ticks
-    (astra_timing.md §5): start-up 46926808, NPU0 done 52082706, NPU1 done 57949826."""
+    """The fork converter's own pp=2 .et files (tests/data/chakra) give the captured ticks (docs/astra-bridge.md,
+    "Analytical timing"): start-up 46926808, NPU0 done 52082706, NPU1 done 57949826."""
     et, inputs = ROOT / "tests" / "data" / "chakra", ROOT / "tests" / "data" / "astra-inputs" / "single_node_pp2_instance"
     if not (et / "et_pp2_batch0" / "llm.1.et").exists():
         pytest.skip("captured fork traces not present")

@@ -1,12 +1,15 @@
 """A stand-in for the LLMServingSim fork's `AnalyticalAstra` binary, for CI without a C++ build.
+A test double: it lives with the tests and is run by path, with the repository root on PYTHONPATH
+(it imports astra_bridge and llmsim):
 
-    python -m astra_bridge.standin --workload-configuration=PREFIX --system-configuration=F \
+    PYTHONPATH=<repo> python tests/astra_standin.py --workload-configuration=PREFIX --system-configuration=F \
         --network-configuration=F --memory-configuration=F --start-npu-ids=0,2, --end-npu-ids=1,3,
 
-It speaks the fork's persistent-process protocol (docs: astra-sim.md §1, reference-behaviour §8) and
-executes the .et files we write (read with our own codec) with the congestion-unaware analytical timing
-(notes/astra_timing.md): one global integer-ns clock, COMP = duration, SEND/RECV = trunc(hops*L +
-S/Bpns) on the first differing dimension, ring ALL_REDUCE, MEM = latency + S/bw with per-device FIFOs.
+It speaks the fork's persistent-process protocol (docs/astra-sim-interface.md) and executes the .et
+files we write (read with our own codec) with the congestion-unaware analytical timing
+(docs/astra-bridge.md, "Analytical timing"): one global integer-ns clock, COMP = duration, SEND/RECV =
+trunc(hops*L + S/Bpns) on the first differing dimension, ring ALL_REDUCE, MEM = latency + S/bw with
+per-device FIFOs.
 
 Loop, as the fork's main.cc: run every event at the next event time (or, with nothing pending, step
 1,000,000 ns), then a pass over end NPUs, then start NPUs, in id order; each one that is idle and not
@@ -30,10 +33,9 @@ from pathlib import Path
 
 import yaml
 
+from astra_bridge.chakra import codec
+from astra_bridge.chakra.et_def import CollectiveCommType
 from llmsim.backends.network import Link, mem_ns, p2p_ns, reduction_ns, ring_allreduce_ns
-
-from .chakra import codec
-from .chakra.et_def import CollectiveCommType
 
 FLAVOR = "llmservingsim"
 IDLE_STEP_NS = 1_000_000  # the fork's EventQueue::add_current_time() on an empty queue
@@ -98,8 +100,8 @@ class Topology:
     @lru_cache(maxsize=None)
     def allreduce_ns(self, size: int, involved: tuple[bool, ...]) -> int | None:
         # NB: real ASTRA-Sim runs the ring step by step from each rank's own start tick (asymmetric
-        # start recurrence in astra_timing.md §3); we start everyone at the last arrival, which equals
-        # it when all ranks arrive together and can differ by a few hops' worth otherwise.
+        # start, docs/astra-bridge.md "Analytical timing"); we start everyone at the last arrival,
+        # which equals it when all ranks arrive together and can differ by a few hops' worth otherwise.
         dims = [d for d, n in enumerate(self.dims) if involved[d] and n > 1]
         if not dims:
             return None  # no stream is created and the real DataSet never notifies: a hang

@@ -1,0 +1,88 @@
+"""The engine and the step API (session.py) on a backend with fixed stage times, traced by hand."""
+import pytest
+
+from llmsim.backends.base import BatchTiming, StageTimingBackend
+from llmsim.backends.placement import Placement
+from llmsim.config.engine import EngineArgs
+from llmsim.engine import Engine
+from llmsim.request import Request
+from llmsim.session import Session
+from llmsim.simulate import prepare
+
+PP2 = "configs/cluster/single_node_pp_instance.json"
+
+
+class Fixed(StageTimingBackend):
+    """Every stage of every batch is busy 100 ns; no transfers."""
+    name = "fixed"
+    needs_graphs = False
+
+    def __init__(self, cluster):
+        self.placement = Placement(cluster)
+        self.submitted = []
+
+    def submit(self, inst, batch, graph, t_ns, detail=False):
+        self.submitted.append((t_ns, batch.id, batch.prefill_tokens, batch.decode_tokens))
+        ev = self.placement.place(inst.index, inst.layout.first_npu, 1, batch.id, [(100, 0, 0)] * 2, t_ns)
+        return BatchTiming(ev[0].end_ns, ev[-1].end_ns, ev if detail else None)
+
+
+def _run(fast_path, **session_kw):
+    reqs = [Request(0, 0, prompt_len=10, output_len=3), Request(1, 50, prompt_len=5, output_len=2)]
+    sim = prepare(PP2, EngineArgs(dtype="float16", enable_prefix_caching=False), reqs, fast_path=fast_path)
+    backend = Fixed(sim.cluster)
+    result = Engine(Session(sim.instances, sim.requests, **session_kw), backend).run()
+    return result, backend.submitted
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_two_stage_pipeline_by_hand(fast_path):
+    result, submitted = _run(fast_path)
+    # t=1 (nothing runs before 1 ns): r0's prompt; stage 0 busy 1..101, stage 1 101..201.
+    # t=101: stage 0 frees; r0 is in flight (no new token yet), r1 (arrived at 50) is admitted.
+    # t=201: batch 0 completes (r0's first token), then stage 0 frees: r0 decodes; r1 in flight.
+    # t=301: r1's first token; r1 decodes.  t=401: r0's 2nd token; r0 decodes again.
+    # t=501: r1's 2nd token: r1 done; nothing to run.  t=601: r0's 3rd token: r0 done.
+    assert submitted == [(1, 0, 10, 0), (101, 1, 5, 0), (201, 2, 0, 1), (301, 3, 0, 1), (401, 4, 0, 1)]
+    r1, r0 = result.finished[0]  # completion order
+    assert (r0.id, r0.first_token_ns, r0.end_ns, list(r0.itl_ns), r0.first_sched_ns) == (0, 201, 601, [200, 200], 1)
+    assert (r1.id, r1.first_token_ns, r1.end_ns, list(r1.itl_ns), r1.first_sched_ns) == (1, 301, 501, [200], 101)
+    assert (result.end_ns, result.iterations, result.prompt_tokens, result.gen_tokens) == (601, 5, 15, 5)
+    assert result.unfinished == []
+
+
+def test_heartbeats_cover_each_interval_once():
+    result, _ = _run(True, log_interval_ns=250)
+    # (0, 250]: batch 0 (10 prompt tokens, 1 token); (250, 500]: batch 1 (5, 1) and batch 2 (0, 1).
+    # The 250 beat is emitted at t=301 before that tick's events: r0 and r1 running.
+    hb = [(h.t_ns, h.prompt_tokens, h.gen_tokens, h.running, h.waiting) for h in result.heartbeats]
+    assert hb == [(250, 10, 1, 2, 0), (500, 5, 2, 2, 0)]
+
+
+def test_iteration_log_rows_are_the_stage_events():
+    result, _ = _run(True, record_iterations=True)
+    rows = [(r.batch_id, r.stage, r.start_ns, r.end_ns, r.prefill_tokens, r.decode_tokens) for r in result.iteration_log]
+    assert rows[:4] == [(0, 0, 1, 101, 10, 0), (0, 1, 101, 201, 10, 0), (1, 0, 101, 201, 5, 0), (1, 1, 201, 301, 5, 0)]
+    assert len(rows) == 10
+
+
+def test_a_request_no_instance_can_serve_is_unfinished_with_its_reason():
+    reqs = [Request(0, 0, prompt_len=10, output_len=3), Request(1, 0, prompt_len=200_000, output_len=2)]
+    sim = prepare(PP2, EngineArgs(dtype="float16"), reqs)
+    s = Session(sim.instances, sim.requests)
+    assert s.deliver_arrivals(0) == [0]  # only request 0 reached a scheduler
+    (req, why), = s.unfinished
+    assert req.id == 1 and "exceeds the maximum model length 131072" in why
+    sim = prepare(PP2, EngineArgs(dtype="float16"), [Request(0, 0, 10, 3), Request(1, 0, 200_000, 2)])
+    result = Engine(Session(sim.instances, sim.requests), Fixed(sim.cluster)).run()
+    assert [r.id for r in result.finished[0]] == [0] and [r.id for r, _ in result.unfinished] == [1]
+
+
+def test_a_session_call_is_released_after_its_predecessor_and_tool_time():
+    first, second = Request(0, 0, prompt_len=10, output_len=1), Request(1, -1, prompt_len=4, output_len=1)
+    first.next_in_session, first.tool_duration_ns = second, 1000
+    sim = prepare(PP2, EngineArgs(dtype="float16", enable_prefix_caching=False), [first])
+    result = Engine(Session(sim.instances, sim.requests), Fixed(sim.cluster)).run()
+    # first: formed at 1, done at 201; second arrives at 201 + 1000 and runs 1201..1401
+    assert second.arrival_ns == 1201 and second.end_ns == 1401
+    assert [r.id for r in result.finished[0]] == [0, 1]
