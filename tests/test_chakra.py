@@ -1,4 +1,4 @@
-"""Chakra .et codec and schema (astra_bridge/chakra), checked against the writer's spec (chakra-et.md)
+"""Chakra .et codec and schema (astra_bridge/chakra), checked against the writer's spec (docs/chakra-et.md)
 and real files.
 
 tests/data/chakra/ holds .et files LLMServingSim's fork converter wrote and the fork ASTRA-Sim ran
@@ -183,7 +183,7 @@ def test_duration_units():
 
 
 def _worked_example(flavor):
-    """chakra-et.md section 7: a 2-NPU pipeline, N = 1 MiB."""
+    """docs/chakra-et.md section 8: a 2-NPU pipeline, N = 1 MiB."""
     meta, n = global_metadata(), 1 << 20
     npu0 = [comp_node(flavor, 0, "COMP_NODE_block0", 5000),
             send_node(flavor, 1, "COMM_SEND_NODE_block0_0_1", 0, 1, n, 0, data_deps=[0])]

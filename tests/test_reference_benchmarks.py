@@ -1,5 +1,6 @@
 """The reference's 300-request ShareGPT runs, as its own summaries record them
-(reference-behaviour section 9: total clocks, preemptions, recomputed tokens, prefix hits)."""
+(docs/fidelity.md, "The reference's recorded 300-request runs": total clocks, preemptions,
+recomputed tokens, prefix hits)."""
 import re
 
 import pytest
@@ -36,7 +37,8 @@ def test_rtx4090_preemption_heavy_run():
 
 def test_qwen3_32b_tp2_run():
     # reference summary: 162,055,499,829 ns total, 7.90 % prefix hits; TTFT mean 37,369.5 ms, TPOT 81.0 ms.
-    # Its final tick includes one idle polling step after the last completion (reference-behaviour 5.8).
+    # Its final tick includes one idle polling step after the last completion (docs/differences.md, "end of
+    # the run").
     res = run_cli("--cluster-config", "configs/cluster/rtxpro6000_qwen3_32b_tp2_instance.json",
                   "--dataset", "workloads/sharegpt-qwen3-32b-300-sps10.jsonl", "--dtype", "bfloat16",
                   "--log-interval", 0)

@@ -1,6 +1,6 @@
 """Chakra execution traces (.et) for ASTRA-Sim: schema (et_def.proto / et_def.py) and codec.
 
-Written from the project's Chakra writer's spec (chakra-et.md). Importing needs only the protobuf runtime.
+Written from the Chakra writer's spec; what we write is in docs/chakra-et.md. Importing needs only the protobuf runtime.
 """
 from .codec import (DURATION_UNIT_NS, FLAVORS, NODE_TYPES, SUPPORTED_COLLECTIVES, TensorLoc, attribute,
                     attribute_value, attributes, coll_node, comp_node, decode_et, dump_text, duration_field,

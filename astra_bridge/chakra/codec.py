@@ -1,6 +1,6 @@
 """Chakra .et files: varint-length-framed GlobalMetadata + Nodes, and node builders per flavour.
 
-Flavours (the Chakra writer's spec, chakra-et.md): "upstream" = mlcommons Chakra and upstream
+Flavours (docs/chakra-et.md): "upstream" = mlcommons Chakra and upstream
 ASTRA-Sim (durations in us); "llmservingsim" = the LLMServingSim fork (PIM_COMP_NODE = 4 shifts
 COMP..COLL to 5..8; durations in ns although the field is called duration_micros). The wire schema
 is otherwise identical, so one set of message classes serves both; only the NodeType numbers and
