@@ -12,6 +12,7 @@ steps as the reports arrive. Protocol and files: docs/astra-sim-interface.md.
 """
 import shutil
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmsim.backends.base import ClockOwningBackend, StageEvent
@@ -22,6 +23,25 @@ from llmsim.session import Session
 from .inputs import topology_dims, write_inputs
 from .process import AstraProcess, BackendError
 from .traces import write_graph, write_wait
+
+
+@dataclass
+class _Npu:
+    """A reporting NPU: an instance's start NPU (stage 0, rank 0) or its end NPU (the last one)."""
+    instance: int
+    is_start: bool
+    is_end: bool
+    given: list = field(default_factory=lambda: [("wait", None)])  # handed, in order: (kind, batch id)
+    seen: int = -1  # the last workload it reported finished
+
+
+@dataclass
+class _Stage0:
+    """An instance's stage 0 as the driver sees it."""
+    wait_until: int  # when its last wait workload ends
+    busy: bool = True  # until the start-up wait ends
+    for_end: deque = field(default_factory=deque)  # batches started but not yet handed to the end NPU
+    early: int | None = None  # pp=1, tp>1: a batch formed at the end NPU's report
 
 
 class ForkBackend(ClockOwningBackend):
@@ -86,108 +106,121 @@ class ForkBackend(ClockOwningBackend):
     def drive(self, session: Session) -> SimResult:
         self.session = s = session
         paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
-        all_npus = range(self.cluster.total_npus)
-        first = s.next_arrival_ns() or 0
-        startup = write_wait(all_npus, self.workdir / "workload" / "event_handler" / "llm", "llmservingsim", max(1, first))
-        role = {}
+        first = max(1, s.next_arrival_ns() or 0)
+        startup = write_wait(range(self.cluster.total_npus), self.workdir / "workload" / "event_handler" / "llm",
+                             "llmservingsim", first)
+        self._npus: dict[int, _Npu] = {}
         for inst in self.cluster.instances:
             last = inst.first_npu + inst.num_npus - 1
-            role[inst.first_npu] = (inst.index, True, last == inst.first_npu)
+            self._npus[inst.first_npu] = _Npu(inst.index, True, last == inst.first_npu)
             if last != inst.first_npu:
-                role[last] = (inst.index, False, True)
-        given = {n: [("wait", None)] for n in role}  # what each reporting NPU has been handed, in order
-        seen = {n: -1 for n in role}
-        n_inst = len(s.instances)
-        stage0_busy = [True] * n_inst  # until the start-up wait ends
-        for_end = [deque() for _ in range(n_inst)]  # batches formed but not yet handed to the end NPU
-        early = [None] * n_inst  # pp=1, tp>1: batch formed at the end NPU's report
-        wait_until = [max(1, first)] * n_inst
-        reported: dict[tuple[int, int], set] = {}  # pp=1, tp>1: which rank has reported a batch
+                self._npus[last] = _Npu(inst.index, False, True)
+        self._stage0 = [_Stage0(wait_until=first) for _ in s.instances]
+        self._reported: dict[tuple[int, int], set] = {}  # pp=1, tp>1: which ranks have reported a batch
         proc = AstraProcess(self._command(paths, startup), str(self.workdir), self.timeout_s)
         now = 0
         try:
             while True:
                 inflight = [f"instance {b.instance} batch {b.id}" for b in s.in_flight.values()]
                 r = proc.next_report(f"batches in flight: {', '.join(inflight) or 'none'}")
-                if r.npu not in role:
+                npu = self._npus.get(r.npu)
+                if npu is None:
                     raise BackendError(f"ASTRA-Sim reported NPU {r.npu}, which starts or ends no instance")
                 now = max(now, r.tick_ns)
                 s.heartbeat(now)
-                i, is_start, is_end = role[r.npu]
-                inst = s.instances[i]
-                for k in range(seen[r.npu] + 1, r.iteration + 1):
-                    if k >= len(given[r.npu]):
-                        raise BackendError(f"ASTRA-Sim says NPU {r.npu} finished workload {k}, but only "
-                                           f"{len(given[r.npu])} were given to it")
-                    kind, bid = given[r.npu][k]
-                    if is_start:
-                        stage0_busy[i] = False
-                    if kind != "batch":
-                        continue
-                    if inst.config.pp_size == 1 and not (is_start and is_end):
-                        # both ranks of the only stage run it: done when the second one reports
-                        reported.setdefault((i, bid), set()).add(r.npu)
-                        if len(reported[(i, bid)]) == 2:
-                            del reported[(i, bid)]
-                            self._complete(i, bid, now)
-                    elif is_end:
-                        self._complete(i, bid, now)
-                seen[r.npu] = max(seen[r.npu], r.iteration)
+                self._finished_upto(r.npu, npu, r.iteration, now)
                 self._check_overdue(now)
-                pp1_split = inst.config.pp_size == 1 and not (is_start and is_end)
-                start_npu = inst.config.first_npu
                 s.deliver_arrivals(now)
                 if s.idle() and not s.in_flight:
-                    if all(seen[n] == len(given[n]) - 1 for n in role):
+                    if all(n.seen == len(n.given) - 1 for n in self._npus.values()):
                         proc.answer("exit")
                         break
                     proc.answer("pass")  # a wait workload is still running somewhere
                     continue
-                answer = "pass"
-                if is_end and not is_start:
-                    if for_end[i]:
-                        bid = for_end[i].popleft()
-                        given[r.npu].append(("batch", bid))
-                        answer = str(self._batch_prefix(i, bid))
-                    elif (pp1_split and early[i] is None
-                          and self._start_free(given[start_npu], seen[start_npu], wait_until[i], now)):
-                        # Both TP ranks of the only stage are free now: form the batch at this report
-                        # so the end rank starts it now too, not at the next event tick.
-                        bid = self._form(i, now)
-                        if bid is not None:
-                            early[i] = bid
-                            given[r.npu].append(("batch", bid))
-                            answer = str(self._batch_prefix(i, bid))
-                elif is_start:
-                    bid = None
-                    if early[i] is not None:
-                        bid, early[i] = early[i], None
-                    elif not stage0_busy[i]:
-                        bid = self._form(i, now)
-                        if bid is not None and not is_end:
-                            for_end[i].append(bid)
-                    if bid is not None:
-                        given[r.npu].append(("batch", bid))
-                        stage0_busy[i] = True
-                        answer = str(self._batch_prefix(i, bid))
-                    elif not stage0_busy[i]:
-                        # Stage 0 is idle with nothing to run. ASTRA-Sim would poll it at its next
-                        # event (any node finishing anywhere, or a 1 ms idle step), so an arrival
-                        # would be taken in late. Instead it sleeps exactly until the next arrival
-                        # or the predicted completion of a batch in flight, whichever comes first.
-                        t = self._wake_time(i, now)
-                        if t is not None:
-                            given[r.npu].append(("wait", None))
-                            wait_until[i] = t
-                            stage0_busy[i] = True
-                            answer = str(self._wait_prefix(inst.config, t, now))
-                proc.answer(answer)
+                if npu.is_start:
+                    proc.answer(self._answer_start(npu, now))
+                else:
+                    proc.answer(self._answer_end(npu, now))
             verdict = proc.finish()
             if "Some Requests Remain" in verdict:
                 raise BackendError(f"ASTRA-Sim: {verdict}")
         finally:
             proc.close()
         return s.finish(self._end_ns)
+
+    def _pp1_split(self, i: int) -> bool:
+        """pp=1 with tp > 1: the start and end NPUs are two ranks of the only stage."""
+        cfg = self.cluster.instances[i]
+        return cfg.pp_size == 1 and cfg.num_npus > 1
+
+    def _finished_upto(self, n: int, npu: "_Npu", iteration: int, now: int) -> None:
+        """NPU n reports its workloads up to `iteration` finished: free stage 0, complete batches."""
+        i = npu.instance
+        for k in range(npu.seen + 1, iteration + 1):
+            if k >= len(npu.given):
+                raise BackendError(f"ASTRA-Sim says NPU {n} finished workload {k}, but only "
+                                   f"{len(npu.given)} were given to it")
+            kind, bid = npu.given[k]
+            if npu.is_start:
+                self._stage0[i].busy = False
+            if kind != "batch":
+                continue
+            if self._pp1_split(i):
+                # both ranks of the only stage run it: done when the second one reports
+                ranks = self._reported.setdefault((i, bid), set())
+                ranks.add(n)
+                if len(ranks) == 2:
+                    del self._reported[(i, bid)]
+                    self._complete(i, bid, now)
+            elif npu.is_end:
+                self._complete(i, bid, now)
+        npu.seen = max(npu.seen, iteration)
+
+    def _hand(self, npu: "_Npu", bid: int) -> str:
+        npu.given.append(("batch", bid))
+        return str(self._batch_prefix(npu.instance, bid))
+
+    def _answer_end(self, npu: "_Npu", now: int) -> str:
+        """The end NPU: the next batch stage 0 has started, if any."""
+        i, st = npu.instance, self._stage0[npu.instance]
+        if st.for_end:
+            return self._hand(npu, st.for_end.popleft())
+        start = self._npus[self.cluster.instances[i].first_npu]
+        if self._pp1_split(i) and st.early is None and self._start_free(start, st.wait_until, now):
+            # Both TP ranks of the only stage are free now: form the batch at this report so the
+            # end rank starts it now too, not at the next event tick.
+            bid = self._form(i, now)
+            if bid is not None:
+                st.early = bid
+                return self._hand(npu, bid)
+        return "pass"
+
+    def _answer_start(self, npu: "_Npu", now: int) -> str:
+        """The start NPU (stage 0, rank 0): a new batch when stage 0 is free, else maybe a wait."""
+        i, st = npu.instance, self._stage0[npu.instance]
+        bid = None
+        if st.early is not None:
+            bid, st.early = st.early, None
+        elif not st.busy:
+            bid = self._form(i, now)
+            if bid is not None and not npu.is_end:
+                st.for_end.append(bid)
+        if bid is not None:
+            st.busy = True
+            return self._hand(npu, bid)
+        if st.busy:
+            return "pass"
+        # Stage 0 is idle with nothing to run. ASTRA-Sim would poll it at its next event (any node
+        # finishing anywhere, or a 1 ms idle step), so an arrival would be taken in late. Instead
+        # it sleeps exactly until the next arrival or the predicted completion of a batch in
+        # flight, whichever comes first.
+        t = self._wake_time(i, now)
+        if t is None:
+            return "pass"
+        npu.given.append(("wait", None))
+        st.wait_until = t
+        st.busy = True
+        return str(self._wait_prefix(self.cluster.instances[i], t, now))
 
     def _check_overdue(self, now: int) -> None:
         """A trace that cannot finish (a RECV without its SEND, say) makes ASTRA-Sim idle forward in
@@ -200,13 +233,14 @@ class ForkBackend(ClockOwningBackend):
                 raise BackendError(f"instance {i} batch {bid} (NPUs {npus}) has not finished at {now} ns; predicted "
                                    f"{t} ns: a hung trace (unmatched send/recv?) in {self._batch_prefix(i, bid)}.*.et")
 
-    def _start_free(self, start_given: list, start_seen: int, wait_until: int, now: int) -> bool:
+    @staticmethod
+    def _start_free(start: "_Npu", wait_until: int, now: int) -> bool:
         """pp=1: is the start NPU (the other rank of the same stage) done with its last workload?
         A wait ends exactly when we said; a batch only once that rank has reported it."""
-        kind, _ = start_given[-1]
+        kind, _ = start.given[-1]
         if kind == "wait":
             return wait_until <= now
-        return start_seen == len(start_given) - 1
+        return start.seen == len(start.given) - 1
 
     def _form(self, i: int, now: int) -> int | None:
         formed = self.session.form_batch(i, now)

@@ -28,8 +28,7 @@ STANDIN = ROOT / "tests" / "astra_standin.py"
 def _standin_shim(folder: Path) -> Path:
     exe = folder / "bin" / "AnalyticalAstra"
     exe.parent.mkdir(parents=True, exist_ok=True)
-    run_it = f"{STANDIN}" if STANDIN.is_file() else "-m astra_bridge.standin"
-    exe.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} {run_it} \"$@\"\n")
+    exe.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} {STANDIN} \"$@\"\n")
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return exe
 
