@@ -6,28 +6,16 @@ CI has no C++ build, so a shim named like the fork's binary runs the protocol st
 run against it; otherwise they skip.
 """
 import os
-import stat
 import subprocess
-import sys
 import time
 
 import pytest
 
 from astra_bridge.binary import FLAVOR_OF_NAME
-from conftest import ROOT, read_rows, run_cli
+from conftest import read_rows, run_cli
+from conftest import standin_shim as shim
 
 EXAMPLE = "workloads/example_trace.jsonl"
-STANDIN = ROOT / "tests" / "astra_standin.py"  # the fork stand-in, run by path
-
-
-def shim(tmp_path, name="AnalyticalAstra", env_line=""):
-    exe = tmp_path / "bin" / name
-    exe.parent.mkdir(exist_ok=True)
-    exe.write_text(f"#!/bin/sh\n{env_line}PYTHONPATH={ROOT} exec {sys.executable} {STANDIN} \"$@\"\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
-
-
 def _run(tmp_path, cfg, *extra, name="run", dataset=EXAMPLE):
     out = tmp_path / f"{name}.csv"
     res = run_cli("--cluster-config", cfg, "--dtype", "float16", "--dataset", dataset, "--output", out, "--quiet",

@@ -7,8 +7,6 @@ parsing are checked without a build); and real builds when LLMSIM_ASTRA_SIM_FORK
 LLMSIM_ASTRA_SIM_UPSTREAM (or LLMSIM_ASTRA_SIM, by file name) point at them.
 """
 import os
-import stat
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,11 @@ from llmsim.backends.base import Backend, Capability, ClockOwningBackend, StageT
 from llmsim.config.engine import EngineArgs
 from llmsim.session import Session
 from llmsim.simulate import make_backend, prepare, run
-from conftest import ROOT
+from conftest import standin_shim
 
 PP2 = "configs/cluster/single_node_pp_instance.json"
 TP2PP2 = "configs/cluster/single_node_tp_pp_instance.json"
 EXAMPLE = "workloads/example_trace.jsonl"
-STANDIN = ROOT / "tests" / "astra_standin.py"
-
-
-def _standin_shim(folder: Path) -> Path:
-    exe = folder / "bin" / "AnalyticalAstra"
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    exe.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} {STANDIN} \"$@\"\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
-
-
 def _fake_upstream(monkeypatch):
     """Upstream's binary replaced: each stage's rank-0 NPU finishes where the embedded model's
     stage times, run back to back from 0, put it (what a congestion-unaware run reports)."""
@@ -68,7 +55,7 @@ def factory(request, tmp_path, monkeypatch):
     if kind == "embedded":
         return (lambda sim: make_backend(sim, "embedded")), True
     if kind == "fork-standin":
-        exe = _standin_shim(tmp_path)
+        exe = standin_shim(tmp_path)
         return (lambda sim: make_backend(sim, "astra-sim", {"astra_sim_bin": str(exe)})), True
     if kind == "upstream-fake":
         _fake_upstream(monkeypatch)

@@ -1,5 +1,4 @@
 """Cluster config (the reference's JSON schema): loading and validation."""
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

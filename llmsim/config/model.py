@@ -1,5 +1,4 @@
 """Model architecture facts from a Hugging Face config.json."""
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
