@@ -212,13 +212,21 @@ class LaneScheduler(Scheduler):
 
     def _emit_with_lane(self, entries: list[Entry], n_running: int, now_ns: int, lane: Lane | None) -> Batch:
         """Batch emission (Scheduler._emit), with the lane's one-token steps folded in."""
-        batch = self._emit(entries, n_running, now_ns)
-        if lane is not None:
+        if entries or lane is None:
+            batch = self._emit(entries, n_running, now_ns)
+            if lane is None:
+                return batch
             s, n = lane.sched, len(lane.members)
             batch.add_decode(n, lane.off_sum + n * s, lane.offsets[-1] + s, lane.offsets[0] + s)
-            batch.lanes = [(lane, s)]
-            lane.sched = s + 1
-            lane.batch = batch
+        else:  # the steady state: the lane alone, its summary built directly
+            s, n = lane.sched, len(lane.members)
+            batch = Batch(self.next_batch_id, self.instance, now_ns, [], n, 0, 0, n, lane.off_sum + n * s,
+                          lane.offsets[-1] + s, lane.offsets[0] + s, [], n)
+            self.next_batch_id += 1
+            self.inflight.append(batch)
+        batch.lanes = [(lane, s)]
+        lane.sched = s + 1
+        lane.batch = batch
         return batch
 
     def schedule(self, now_ns: int) -> Batch | None:

@@ -29,8 +29,8 @@ class Engine:
         busy = [False] * len(instances)  # stage 0 of each instance
         pop, push = heapq.heappop, heapq.heappush
         now = 0
+        t_arr = s.next_arrival_ns()  # changes only when arrivals are delivered or a call is released
         while True:
-            t_arr = s.next_arrival_ns()
             if heap:
                 t_heap = heap[0][0]
                 now = t_heap if t_arr is None or t_heap <= t_arr else t_arr
@@ -40,25 +40,27 @@ class Engine:
                 now = t_arr
             if now < START_NS:
                 now = START_NS
-            if s.heartbeat_due(now):
+            if s.next_heartbeat_ns is not None and s.next_heartbeat_ns < now:
                 s.heartbeat(now)
             touched = []  # instances with news, each once
+            released = False
             while heap and heap[0][0] == now:
                 _, kind, _, payload = pop(heap)
                 if kind == _BATCH_DONE:
                     i = payload[0]
-                    s.complete_batch(i, payload[1], now)
+                    released |= s.complete_batch(i, payload[1], now)
                 else:
                     i = payload
                     busy[i] = False
                 if i not in touched:
                     touched.append(i)
-            # (a completion may have released a session call due now)
-            t_arr = s.next_arrival_ns()
+            if released:  # a finished call released its session's next one, maybe due now
+                t_arr = s.next_arrival_ns()
             if t_arr is not None and t_arr <= now:
                 for i in s.deliver_arrivals(now):
                     if i not in touched:
                         touched.append(i)
+                t_arr = s.next_arrival_ns()
             if len(touched) > 1:
                 touched.sort()
             for i in touched:
@@ -68,11 +70,11 @@ class Engine:
                 if formed is None:
                     continue
                 batch, graph = formed
-                timing = submit(instances[i], batch, graph, now, detail)
+                stage0_free, end, events = submit(instances[i], batch, graph, now, detail)
                 busy[i] = True
-                push(heap, (timing.stage0_free_ns, _STAGE0_FREE, seq, i))
-                push(heap, (timing.end_ns, _BATCH_DONE, seq + 1, (i, batch.id)))
+                push(heap, (stage0_free, _STAGE0_FREE, seq, i))
+                push(heap, (end, _BATCH_DONE, seq + 1, (i, batch.id)))
                 seq += 2
                 if detail:
-                    s.record(batch, timing.events)
+                    s.record(batch, events)
         return s.finish(now)

@@ -35,7 +35,8 @@ class Session:
         self.in_flight: dict[tuple[int, int], Batch] = {}  # (instance, batch id) -> batch
         self.prompt_total = self.gen_total = self.iterations = 0
         self._hb_prompt = self._hb_gen = self._last_batch_reqs = 0
-        self._next_log = self.log_interval_ns if self.log_interval_ns > 0 else None
+        # the end of the next log interval (None: no heartbeats); drivers compare their clock with it
+        self.next_heartbeat_ns = self.log_interval_ns if self.log_interval_ns > 0 else None
         self.heartbeats: list[Heartbeat] = []
         self.iteration_log: list[IterationRecord] = []
 
@@ -108,35 +109,36 @@ class Session:
                                                    batch.num_reqs, batch.prefill_tokens, batch.decode_tokens)
                                    for e in events]
 
-    def complete_batch(self, i: int, batch_id: int, now: int) -> None:
-        """The batch's last stage finished: stamp its tokens; release finished sessions' next calls."""
+    def complete_batch(self, i: int, batch_id: int, now: int) -> bool:
+        """The batch's last stage finished: stamp its tokens; release finished sessions' next calls.
+        Returns whether a call was released (it may be due now)."""
         done = self.instances[i].scheduler.complete(self.in_flight.pop((i, batch_id)), now)
         self.prompt_total += done.prompt_tokens
         self.gen_total += done.gen_tokens
         self._hb_prompt += done.prompt_tokens
         self._hb_gen += done.gen_tokens
         self.finished[i].extend(done.finished)
+        released = False
         for req in done.finished:
             nxt = req.next_in_session
             if nxt is not None:  # the session's next call, after the tool runs
                 nxt.arrival_ns = now + req.tool_duration_ns
                 heapq.heappush(self._released, (nxt.arrival_ns, nxt.id, nxt))
+                released = True
+        return released
 
     # -- progress and the end ------------------------------------------------------------------
     def heartbeat(self, t_ns: int) -> None:
         """Emit the heartbeat of every log interval that ends before t_ns (window (end-interval, end])."""
-        while self._next_log is not None and self._next_log < t_ns:
+        while self.next_heartbeat_ns is not None and self.next_heartbeat_ns < t_ns:
             scheds = [i.scheduler for i in self.instances]
-            hb = Heartbeat(self._next_log, self._last_batch_reqs, self._hb_prompt, self._hb_gen, self._npu_mem(),
+            hb = Heartbeat(self.next_heartbeat_ns, self._last_batch_reqs, self._hb_prompt, self._hb_gen, self._npu_mem(),
                            sum(len(s.running) for s in scheds), sum(len(s.waiting) for s in scheds))
             self.heartbeats.append(hb)
             if self.on_heartbeat:
                 self.on_heartbeat(hb, self.log_interval_ns)
             self._hb_prompt = self._hb_gen = 0
-            self._next_log += self.log_interval_ns
-
-    def heartbeat_due(self, t_ns: int) -> bool:
-        return self._next_log is not None and self._next_log < t_ns
+            self.next_heartbeat_ns += self.log_interval_ns
 
     def _npu_mem(self) -> int:
         return max(i.memory.used_bytes(i.pool.num_used) for i in self.instances)

@@ -109,7 +109,7 @@ def skew_blend(t_mean: int, t_max: int, alpha: float) -> int:
 
 
 # A corner is (kd keys, ns, upper kp row or None, weight on kp, borrowed). A cell is
-# (t_pc, t_nd, c00, c01, c10, c11): the kd-free part of a query, prepared once for the many
+# (t_pc, t_nd, c00, c01, c10, c11, rows): the kd-free part of a query, prepared once for the many
 # decode steps that hit it with a growing kd. c01 None repeats c00 (one nd sample); c10 None
 # repeats the lower pc pair (one pc sample).
 
@@ -122,14 +122,22 @@ def _corner_value(corner, kd: int) -> float:
 
 
 def _cell_value(cell, kd: int) -> int:
-    t_pc, t_nd, k00, k01, k10, k11 = cell
-    c00 = _corner_value(k00, kd)
-    c01 = c00 if k01 is None else _corner_value(k01, kd)
+    t_pc, t_nd, k00, k01, k10, k11, rows = cell
+    # rows: every corner is one profiled row on kd (the decode steps' usual cell), read directly
+    value = row_at if rows else _corner_value
+    c00 = value(k00[0], k00[1], kd) if rows else value(k00, kd)
+    if k01 is None:
+        c01 = c00
+    else:
+        c01 = value(k01[0], k01[1], kd) if rows else value(k01, kd)
     if k10 is None:
         c10, c11 = c00, c01
     else:
-        c10 = _corner_value(k10, kd)
-        c11 = c10 if k11 is None else _corner_value(k11, kd)
+        c10 = value(k10[0], k10[1], kd) if rows else value(k10, kd)
+        if k11 is None:
+            c11 = c10
+        else:
+            c11 = value(k11[0], k11[1], kd) if rows else value(k11, kd)
     return corner_blend(t_pc, t_nd, c00, c01, c10, c11)
 
 
@@ -220,7 +228,8 @@ class AttentionModel:
             c11 = self._corner(p1, n1, kp) if two_nd else None
         if len(self._cells) >= CACHE_CAP:
             self._cells.clear()
-        cell = self._cells[(pc, nd, kp)] = (t_pc, t_nd, c00, c01, c10, c11)
+        rows = all(c is None or (c[2] is None and not c[4]) for c in (c00, c01, c10, c11))
+        cell = self._cells[(pc, nd, kp)] = (t_pc, t_nd, c00, c01, c10, c11, rows)
         return cell
 
     # ------------------------------------------------------------ skew
