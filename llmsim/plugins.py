@@ -6,8 +6,6 @@ Groups (declared in setup.cfg by the bridge, or by any third-party package):
 - `llmsim.trace_writers`: name -> factory(cluster, folder, flavor) -> on_graph callback
 The embedded backend is built in, so a source checkout runs without any installed metadata.
 """
-from importlib.metadata import entry_points
-
 from .errors import InputError
 
 BACKENDS, COMMANDS, TRACE_WRITERS = "llmsim.backends", "llmsim.commands", "llmsim.trace_writers"
@@ -22,8 +20,14 @@ def embedded_backend(sim, options):
 _BUILT_IN = {BACKENDS: {"embedded": embedded_backend}}
 
 
+def _entry_points(group: str):
+    from importlib.metadata import entry_points  # on use: it costs ~20 ms of start-up
+
+    return entry_points(group=group)
+
+
 def names(group: str) -> list[str]:
-    return sorted(set(_BUILT_IN.get(group, {})) | {ep.name for ep in entry_points(group=group)})
+    return sorted(set(_BUILT_IN.get(group, {})) | {ep.name for ep in _entry_points(group)})
 
 
 def load(group: str, name: str):
@@ -31,7 +35,7 @@ def load(group: str, name: str):
     built_in = _BUILT_IN.get(group, {}).get(name)
     if built_in is not None:
         return built_in
-    for ep in entry_points(group=group):
+    for ep in _entry_points(group):
         if ep.name == name:
             return ep.load()
     have = ", ".join(names(group)) or "none"
