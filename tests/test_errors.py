@@ -165,3 +165,15 @@ def test_non_numeric_constant_in_config(tmp_path):
 def test_instance_override_out_of_range(tmp_path):
     _cluster_fails(tmp_path, lambda c: _inst(c).update(block_size=0),
                    ["nodes[0].instances[0].block_size", "expected a value >= 1, got 0"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "ns3"], "no backend named 'ns3' is installed (entry-point group llmsim.backends; available: "),
+    (["--backend", "astra-sim", "--backend-option", "nokey"], "--backend-option 'nokey': expected KEY=VALUE"),
+])
+def test_unknown_backend_or_malformed_backend_option(tmp_path, args, message):
+    out = tmp_path / "o.csv"
+    res = run_cli("--dataset", "workloads/example_trace.jsonl", "--output", out, "--quiet", *args)
+    assert res.exit_code == 2
+    (line,) = [l for l in res.output.splitlines() if l.startswith("error:")]
+    assert message in line and not out.exists()
