@@ -4,6 +4,9 @@ import subprocess
 
 import click
 
+from llmsim.commands.options import user_errors
+from llmsim.errors import InputError
+
 from .binary import ENV, discover
 from .chakra.codec import FLAVORS, dump_text, read_et
 
@@ -30,7 +33,10 @@ def doctor_report(flag: str | None) -> str:
 
 
 @click.command()
-@click.option("--astra-sim-bin", default=None)
+@click.option("--astra-sim-bin", default=None, metavar="PATH",
+              help="An ASTRA-Sim binary to check first (as the main command's --astra-sim-bin); then $"
+                   + ENV + ", then the builds under third_party/.")
+@user_errors
 def doctor(astra_sim_bin):
     """Report which ASTRA-Sim builds llmsim finds and which flavour each is."""
     click.echo(doctor_report(astra_sim_bin))
@@ -45,11 +51,12 @@ def trace():
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--flavor", type=click.Choice(FLAVORS), default="llmservingsim", show_default=True,
               help="Node-type numbering and duration unit the file was written with.")
+@user_errors
 def dump(path, flavor):
     """Print one .et file as text: node id, type, name, duration, dependencies, attributes."""
     try:
         meta, nodes = read_et(path)
     except Exception as e:  # a corrupt file is user input: one line, exit 2
-        raise click.ClickException(f"{path}: not a readable Chakra trace ({e})") from None
+        raise InputError(f"{path}: not a readable Chakra trace ({' '.join(str(e).split())})") from None
     click.echo(f"# {path}: {len(nodes)} nodes; metadata {dict((a.name, a.string_val) for a in meta.attr)}")
     click.echo(dump_text(nodes, flavor), nl=False)

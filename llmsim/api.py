@@ -18,6 +18,7 @@ from .errors import InputError
 from .metrics import ITERATION_HEADER, finished_requests, request_metrics, summary_stats
 from .request import Request
 from .results import SimResult
+from .router import DEFAULT_SEED
 from .simulate import Simulation, make_backend, prepare
 from .simulate import run as run_simulation
 from .workload import load_workload, requests_from_records
@@ -106,7 +107,7 @@ def _engine(engine) -> EngineArgs:
 
 def run(cluster, workload=None, engine=None, *, backend: str = "embedded", backend_options: dict | None = None,
         routing_policy: str = "LOAD", num_reqs: int = 0, iterations: bool = False, log_interval_s: float = 0.0,
-        fast_path: bool = True) -> Results:
+        fast_path: bool = True, seed: int = DEFAULT_SEED) -> Results:
     """Simulate and return Results.
 
     cluster: a cluster-config path, a dict in the same schema, or a ClusterConfig.
@@ -115,6 +116,7 @@ def run(cluster, workload=None, engine=None, *, backend: str = "embedded", backe
       (the reference's default: 16 requests per instance, 64 in / 64 out).
     engine: EngineArgs or a dict of its fields (dtype, max_num_seqs, max_num_batched_tokens, ...).
     iterations: keep the per-batch, per-stage log (Results.iterations).
+    seed: the RAND routing policy's random seed (42 by default).
     Bad input raises InputError with the one-line message the CLI prints.
     """
     args = _engine(engine)
@@ -124,5 +126,5 @@ def run(cluster, workload=None, engine=None, *, backend: str = "embedded", backe
     sim = prepare(_cluster(cluster), args, workload, num_reqs, fast_path=fast_path)
     be = make_backend(sim, backend, backend_options)
     raw = run_simulation(sim, be, routing_policy=routing_policy, record_iterations=iterations,
-                         log_interval_ns=int(round(log_interval_s * 1e9)))
+                         log_interval_ns=int(round(log_interval_s * 1e9)), seed=seed)
     return Results(sim, raw, backend)

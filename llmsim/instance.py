@@ -13,7 +13,8 @@ from .capacity import DEFAULT_NON_TORCH_BYTES, activation_peak_bytes
 from .memory import MemoryPlan, plan_memory
 from .perf.architecture import load_architecture
 from .perf.profile import ProfileBundle, ProfileError
-from .perf.hardware import available_hardware, hardware_dir, load_hardware
+from .paths import locate_dir, searched
+from .perf.hardware import available_hardware, load_hardware
 from .perf.roofline import RooflineTimer
 from .perf.timer import ProfileTimer
 from .decode_lanes import LaneScheduler
@@ -35,7 +36,8 @@ class Instance:
     scheduler: Scheduler
     timer: ProfileTimer | RooflineTimer
     dtype: str
-    profile_note: str
+    profile_note: str  # a warning about the timing source (roofline, unmeasured layers)
+    timing_info: str = ""  # an [INFO] about it (a same-width bundle standing in)
 
     @property
     def index(self) -> int:
@@ -77,30 +79,35 @@ def load_profile(root: Path, inst: InstanceConfig, dtype: str, kv_dtype: str, mo
     variant, chosen = _profile_variant(root, inst, dtype, kv_dtype, model)
     key = (str(root), inst.hardware, model.name, chosen, inst.tp_size)
     if key not in _PROFILE_CACHE:
-        arch = load_architecture(root, model.model_type)
+        arch = load_architecture(_arch_root(model), model.model_type)
         try:
             _PROFILE_CACHE[key] = ProfileBundle.load(root, inst.hardware, model.name, chosen, inst.tp_size, arch)
         except ProfileError as e:
             raise InputError(f"{inst.where}: {e}") from None
     note = ""
     if chosen != variant:
-        note = (f"instance {inst.index}: no {variant} profile for {model.name} on {inst.hardware}; "
-                f"using the {chosen} bundle (same element width)")
+        note = (f"instance {inst.index}: no {variant} profile for {model.name} on {inst.hardware}; using the "
+                f"{chosen} bundle (same element width: vLLM's kernels take the same time for fp16 and bf16)")
     return _PROFILE_CACHE[key], note
 
 
-def _timer(inst, args, model, dtype, fp, kv_fp, data_root: Path):
+def _arch_root(model: ModelSpec) -> Path:
+    """The profiles folder holding the model type's layer order (a user's bundle may rely on the shipped one)."""
+    return locate_dir("profiles", f"architectures/{model.model_type}.yaml")
+
+
+def _timer(inst, args, model, dtype, fp, kv_fp):
     """A measured bundle when one exists for (hardware, model, dtype, tp), else the roofline model
     (announced); `args.timing` can insist on either."""
-    profiles = data_root / "profiles"
+    profiles = locate_dir("profiles", f"{inst.hardware}/{model.name}")
     if args.timing == "profile" or (args.timing == "auto" and has_profile(profiles, inst, dtype, args.kv_cache_dtype, model)):
         bundle, note = load_profile(profiles, inst, dtype, args.kv_cache_dtype, model)
-        return ProfileTimer(bundle, bundle.architecture), bundle.architecture, note
+        return ProfileTimer(bundle, bundle.architecture), bundle.architecture, "", note
     try:
-        arch = load_architecture(profiles, model.model_type)
+        arch = load_architecture(_arch_root(model), model.model_type)
     except ProfileError as e:
         raise InputError(f"{inst.where}: {e}") from None
-    hw_dir = hardware_dir(data_root)
+    hw_dir = locate_dir("configs/hardware", f"{inst.hardware}.json")
     if not (hw_dir / f"{inst.hardware}.json").is_file() and args.timing == "auto":
         have = sorted(p.name for p in profiles.iterdir() if p.is_dir() and p.name != "architectures")
         raise InputError(f"{inst.where}.hardware: no measured profile and no hardware file for '{inst.hardware}' "
@@ -109,16 +116,37 @@ def _timer(inst, args, model, dtype, fp, kv_fp, data_root: Path):
     timer = RooflineTimer(model, arch, hw, fp, inst.tp_size, dtype=dtype, kv_dtype_bytes=kv_fp)
     note = (f"instance {inst.index}: no measured profile for {model.name} {dtype} tp={inst.tp_size} on "
             f"{inst.hardware}; timing from the roofline model (approximate: docs/roofline.md)")
-    return timer, arch, note
+    return timer, arch, note, ""
 
 
-def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path, fast_path: bool = True) -> Instance:
+def _mem_bw_ignored(inst: InstanceConfig) -> str:
+    """On a profile-timed run npu_mem.mem_bw does not change layer times (measured); a value that
+    differs from the hardware's datasheet figure was likely meant to, so say it is ignored."""
+    hw_file = locate_dir("configs/hardware", f"{inst.hardware}.json") / f"{inst.hardware}.json"
+    if not hw_file.is_file():
+        return ""
+    spec = load_hardware(hw_file).mem_bw_gbps
+    if abs(inst.npu_mem.bw_gbps - spec) <= 1e-6 * spec:
+        return ""
+    use = "ignored" if inst.tp_size == 1 else "used only for the tensor-parallel all-reduce's reductions"
+    return (f"{inst.where}.npu_mem.mem_bw: {inst.npu_mem.bw_gbps:g} GB/s is {use} on a profile-timed run "
+            f"(layer times come from the measured profile, {inst.hardware}: {spec:g} GB/s)")
+
+
+def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool = True) -> Instance:
     args = base_args.with_overrides(inst.overrides)
     if inst.mem_util is not None:
         args = replace(args, npu_memory_utilization=inst.mem_util)
-    model = load_model_spec(data_root / "configs" / "model", inst.model_name)
+    model_dir = locate_dir("configs/model", f"{inst.model_name}.json")
+    if not (model_dir / f"{inst.model_name}.json").is_file():
+        raise InputError(f"{inst.where}.model_name: no model config '{inst.model_name}.json'; searched "
+                         f"{searched('configs/model')}")
+    model = load_model_spec(model_dir, inst.model_name)
     if inst.pp_size > model.num_layers:
         raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")
+    if model.num_heads % inst.tp_size:  # vLLM refuses it too
+        raise InputError(f"{inst.where}.tp_size: total number of attention heads ({model.num_heads}) of {model.name} "
+                         f"must be divisible by tensor parallel size ({inst.tp_size})")
     dtype = resolve_dtype(inst, args, model)
     fp = DTYPE_BYTES[dtype]
     kv_fp = 1 if args.kv_cache_dtype == "fp8" else fp
@@ -130,17 +158,20 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, data_root: Path,
                               + DEFAULT_NON_TORCH_BYTES)
     device_bytes = inst.npu_mem.size_bytes
     if args.kv_capacity == "vllm":
-        hw_file = hardware_dir(data_root) / f"{inst.hardware}.json"
+        hw_file = locate_dir("configs/hardware", f"{inst.hardware}.json") / f"{inst.hardware}.json"
         usable = load_hardware(hw_file).usable_memory_bytes if hw_file.is_file() else None
         device_bytes = min(device_bytes, usable or device_bytes)
     memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, device_bytes,
                          args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks)
-    timer, arch, note = _timer(inst, args, model, dtype, fp, kv_fp, data_root)
+    timer, arch, note, info = _timer(inst, args, model, dtype, fp, kv_fp)
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
     sched = (LaneScheduler if fast_path else Scheduler)(inst.index, args, pool, inst.pp_size, max_model_len,
                                                         model.name)
+    ignored = _mem_bw_ignored(inst) if isinstance(timer, ProfileTimer) else ""
+    if ignored:
+        note = f"{note}; {ignored}" if note else ignored
     if timer.skipped:  # as the reference does: a layer the bundle never measured costs nothing
         missing = f"layers {', '.join(timer.skipped)} are not timed by {timer.describe()}"
         note = f"{note}; {missing}" if note else f"instance {inst.index}: {missing}"
-    return Instance(inst, args, model, layout, memory, pool, sched, timer, dtype, note)
+    return Instance(inst, args, model, layout, memory, pool, sched, timer, dtype, note, info)

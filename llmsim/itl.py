@@ -72,8 +72,9 @@ def _lerp_ms(a_ns: int, b_ns: int, frac: float) -> float:
     return a + (b - a) * frac
 
 
-def itl_stats_ms(itls) -> tuple[float, float, float] | None:
-    """(mean, median, P99) in ms over every gap of these lists, or None when there is none.
+def itl_stats_ms(itls, quantiles=(50, 99)) -> tuple[float, ...] | None:
+    """(mean, then each quantile: by default median, P99) in ms over every gap of these lists, or
+    None when there is none.
     Exact integer counting and one float formula, so the pure-Python path (small runs: no numpy
     import) and the numpy path (large runs) print the same numbers."""
     own: list[int] = []
@@ -106,7 +107,7 @@ def itl_stats_ms(itls) -> tuple[float, float, float] | None:
     n = int(cum[-1])
     total_ns = int(_weighted_sum(values, cum))
     out = [total_ns / n / 1e6]
-    for q in (50, 99):
+    for q in quantiles:
         pos = q / 100 * (n - 1)
         lo = int(pos)
         hi = min(lo + 1, n - 1)

@@ -166,12 +166,16 @@ def heartbeat_line(hb, interval_ns: int) -> str:
             f"npu_mem={hb.npu_mem_bytes / GIB:.1f} GB")
 
 
-def _ms_stats(values_ns) -> tuple[float, float, float] | None:
-    """(mean, median, P99) in ms, or None for no values."""
+SUMMARY_STATS = ("mean", "median", "p90", "p95", "p99")  # per metric: <metric>_<stat>_ms
+SUMMARY_METRICS = ("ttft", "tpot", "itl", "latency")
+
+
+def _ms_stats(values_ns) -> tuple[float, ...] | None:
+    """(mean, median, P90, P95, P99) in ms, or None for no values."""
     if len(values_ns) == 0:
         return None
-    ms = [v / 1e6 for v in values_ns]
-    return math.fsum(ms) / len(ms), percentile(ms, 50), percentile(ms, 99)
+    ms = sorted(v / 1e6 for v in values_ns)
+    return (math.fsum(ms) / len(ms),) + tuple(percentile(ms, q) for q in (50, 90, 95, 99))
 
 
 def summary_stats(result, scheduler_stats) -> dict:
@@ -179,10 +183,11 @@ def summary_stats(result, scheduler_stats) -> dict:
     secs = result.end_ns / NS_PER_S if result.end_ns else 0.0
     reqs = finished_requests(result)
     rate = (lambda x: x / secs) if secs > 0 else (lambda x: 0.0)
-    ttft, tpot = [], []
-    for r in reqs:  # two lists of ints, not a tuple per request: 100k-request runs watch their peak
+    ttft, tpot, latency = [], [], []
+    for r in reqs:  # lists of ints, not a tuple per request: 100k-request runs watch their peak
         m = request_metrics(r)
         ttft.append(m.ttft_ns)
+        latency.append(m.latency_ns)
         if m.decode_steps > 0:
             tpot.append(m.tpot_ns)
     out = {
@@ -197,10 +202,27 @@ def summary_stats(result, scheduler_stats) -> dict:
         "prefix_hit_tokens": sum(s.prefix_hit_tokens for s in scheduler_stats),
     }
     for name, vals in (("ttft", _ms_stats(ttft)), ("tpot", _ms_stats(tpot)),
-                       ("itl", itl_stats_ms([r.itl_ns for r in reqs]))):
-        for stat, v in zip(("mean", "median", "p99"), vals or (math.nan,) * 3):
+                       ("itl", itl_stats_ms([r.itl_ns for r in reqs], (50, 90, 95, 99))),
+                       ("latency", _ms_stats(latency))):
+        for stat, v in zip(SUMMARY_STATS, vals or (math.nan,) * len(SUMMARY_STATS)):
             out[f"{name}_{stat}_ms"] = v
     return out
+
+
+def summary_json(stats: dict) -> str:
+    """summary_stats as <output>.summary.json (times in ms; null where there is no value)."""
+    import json
+
+    doc = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def written_line(paths) -> str:
+    """The summary's last line: what this run wrote."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        return "  Written:                  nothing (no --output or --iteration-log)"
+    return "  Written:                  " + ", ".join(paths)
 
 
 def _fmt_ms(s: dict, name: str) -> str:
@@ -209,8 +231,9 @@ def _fmt_ms(s: dict, name: str) -> str:
     return f"mean {s[f'{name}_mean_ms']:.2f}  median {s[f'{name}_median_ms']:.2f}  P99 {s[f'{name}_p99_ms']:.2f}"
 
 
-def summary(result, instances, scheduler_stats) -> str:
-    s = summary_stats(result, scheduler_stats)
+def summary(result, instances, scheduler_stats, stats: dict | None = None) -> str:
+    """The text summary; stats: summary_stats(result, scheduler_stats), when already computed."""
+    s = stats if stats is not None else summary_stats(result, scheduler_stats)
     lines = [
         "Simulation results",
         f"  Requests finished:        {s['requests_finished']}" + (f" ({s['requests_unfinished']} unfinished)"

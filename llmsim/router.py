@@ -1,13 +1,20 @@
-"""Request routing across instances (the reference's LOAD / RR / RAND policies)."""
+"""Request routing across instances (the reference's LOAD / RR / RAND policies).
+
+LOAD: the instance with the fewest waiting (weighted 4x) plus running requests, relative to its
+max_num_seqs; ties go round-robin. RR: round-robin in arrival order. RAND: uniformly at random,
+from random.Random(seed) (seed 42 by default), so a run is reproducible.
+"""
 import random
+
+DEFAULT_SEED = 42
 
 
 class Router:
-    def __init__(self, schedulers, policy: str = "LOAD"):
+    def __init__(self, schedulers, policy: str = "LOAD", seed: int = DEFAULT_SEED):
         self.schedulers = schedulers
         self.policy = policy
         self._next = 0
-        self._rng = random.Random(42)
+        self._rng = random.Random(seed)
 
     def pick(self) -> int:
         n = len(self.schedulers)

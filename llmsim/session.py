@@ -15,15 +15,20 @@ from .graph.iteration import IterationGraph
 from .instance import Instance
 from .request import Request
 from .results import Heartbeat, IterationRecord, SimResult
-from .router import Router
+from .router import DEFAULT_SEED, Router
+
+
+# Idle log intervals in a row beyond which none is reported (a shorter quiet gap still is).
+IDLE_SKIP_INTERVALS = 1000
 
 
 class Session:
     def __init__(self, instances: list[Instance], requests: list[Request], *, routing_policy: str = "LOAD",
-                 log_interval_ns: int = 0, on_heartbeat=None, record_iterations: bool = False, on_graph=None):
+                 log_interval_ns: int = 0, on_heartbeat=None, record_iterations: bool = False, on_graph=None,
+                 seed: int = DEFAULT_SEED):
         self.instances = instances
         self.requests = requests  # in (arrival, id) order
-        self.router = Router([i.scheduler for i in instances], routing_policy)
+        self.router = Router([i.scheduler for i in instances], routing_policy, seed)
         self.log_interval_ns = log_interval_ns
         self.on_heartbeat = on_heartbeat
         self.record_iterations = record_iterations
@@ -132,8 +137,16 @@ class Session:
         """Emit the heartbeat of every log interval that ends before t_ns (window (end-interval, end])."""
         while self.next_heartbeat_ns is not None and self.next_heartbeat_ns < t_ns:
             scheds = [i.scheduler for i in self.instances]
+            running, waiting = sum(len(s.running) for s in scheds), sum(len(s.waiting) for s in scheds)
+            iv = self.log_interval_ns
+            if (t_ns - self.next_heartbeat_ns > IDLE_SKIP_INTERVALS * iv and not (
+                    self._hb_prompt or self._hb_gen or running or waiting or self.in_flight)):
+                # A long idle stretch (e.g. up to an epoch-ns trace's first arrival): nothing happens in
+                # it, so no heartbeat; skip to the interval that holds t_ns.
+                self.next_heartbeat_ns += -(-(t_ns - self.next_heartbeat_ns) // iv) * iv
+                break
             hb = Heartbeat(self.next_heartbeat_ns, self._last_batch_reqs, self._hb_prompt, self._hb_gen, self._npu_mem(),
-                           sum(len(s.running) for s in scheds), sum(len(s.waiting) for s in scheds))
+                           running, waiting)
             self.heartbeats.append(hb)
             if self.on_heartbeat:
                 self.on_heartbeat(hb, self.log_interval_ns)

@@ -6,10 +6,11 @@ from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
 from .engine import Engine
 from .instance import Instance, build_instance
-from .paths import data_root
+from .paths import resolve_input
 from .plugins import BACKENDS, load
 from .request import Request
 from .results import SimResult
+from .router import DEFAULT_SEED
 from .session import Session
 from .workload import load_workload
 
@@ -21,6 +22,9 @@ class Simulation:
     requests: list[Request]
 
 
+SYNTHETIC_WORKLOAD = "16 requests per instance, 64 prompt / 64 output tokens, all arriving at t=0"
+
+
 def synthetic_requests(n_instances: int) -> list[Request]:
     # The reference's default when no dataset is given: 16 requests per instance, 64 in / 64 out.
     return [Request(id=i, arrival_ns=0, prompt_len=64, output_len=64) for i in range(16 * n_instances)]
@@ -29,16 +33,17 @@ def synthetic_requests(n_instances: int) -> list[Request]:
 def prepare(cluster_config: "str | ClusterConfig", args: EngineArgs, dataset: "str | list[Request] | None",
             num_reqs: int = 0, fast_path: bool = True) -> Simulation:
     """fast_path=False runs the plain scheduler (same results, slower: the reference for tests)."""
-    cluster = cluster_config if isinstance(cluster_config, ClusterConfig) else load_cluster_config(cluster_config)
-    root = data_root()
-    instances = [build_instance(ic, args, root, fast_path) for ic in cluster.instances]
+    if not isinstance(cluster_config, ClusterConfig):
+        cluster_config = load_cluster_config(resolve_input(cluster_config))
+    cluster = cluster_config
+    instances = [build_instance(ic, args, fast_path) for ic in cluster.instances]
     caching = any(i.args.enable_prefix_caching for i in instances)
     if dataset is None:
         requests = synthetic_requests(len(instances))
     elif isinstance(dataset, list):
         requests = sorted(dataset, key=lambda r: (r.arrival_ns, r.id))
     else:
-        requests = load_workload(dataset, num_reqs, with_token_ids=caching)
+        requests = load_workload(resolve_input(dataset), num_reqs, with_token_ids=caching)
     return Simulation(cluster, instances, requests)
 
 
@@ -48,11 +53,12 @@ def make_backend(sim: Simulation, name: str = "embedded", options: dict | None =
 
 
 def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str = "LOAD", log_interval_ns: int = 0,
-        on_heartbeat=None, record_iterations: bool = False, on_graph=None) -> SimResult:
-    """Run the simulation on backend (default: a new embedded one), closing it afterwards."""
+        on_heartbeat=None, record_iterations: bool = False, on_graph=None, seed: int = DEFAULT_SEED) -> SimResult:
+    """Run the simulation on backend (default: a new embedded one), closing it afterwards.
+    seed: the RAND routing policy's random seed."""
     backend = backend or make_backend(sim)
     session = Session(sim.instances, sim.requests, routing_policy=routing_policy, log_interval_ns=log_interval_ns,
-                      on_heartbeat=on_heartbeat, record_iterations=record_iterations, on_graph=on_graph)
+                      on_heartbeat=on_heartbeat, record_iterations=record_iterations, on_graph=on_graph, seed=seed)
     with backend:
         if backend.capability is Capability.OWNS_CLOCK:
             return backend.drive(session)

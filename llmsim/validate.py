@@ -4,6 +4,10 @@ The vLLM side is read from a run folder (`meta.json` engine settings, `requests.
 timestamps, `timeseries.csv` 1 s ticks). Definitions, both sides, in ms: TTFT = first token -
 queued (sim: - arrival); TPOT = (last - first) / (output - 1) for output > 1; latency = last -
 queued. Engine settings recorded in meta.json apply unless given on the command line.
+
+A run folder (configs/validation/README.md): `meta.json` and `requests.jsonl` (and optionally
+`timeseries.csv`), either in the folder or in its `vllm/` subfolder; the cluster config beside
+them as `cluster.json`, or the reference's `config.json`.
 """
 import csv
 import io
@@ -21,6 +25,7 @@ METRICS = ("TTFT", "TPOT", "latency")
 @dataclass
 class VllmRun:
     root: Path
+    vdir: Path  # where meta.json is: root, or root/vllm
     meta: dict
     requests: list[dict]
     timeseries: list[dict]
@@ -55,7 +60,7 @@ def load_vllm_run(path: str | Path) -> VllmRun:
     if ts_path.is_file():
         with open(ts_path) as f:
             ts = list(csv.DictReader(f))
-    return VllmRun(root, meta, reqs, ts)
+    return VllmRun(root, vdir, meta, reqs, ts)
 
 
 def settings_from_meta(meta: dict) -> dict:
@@ -79,6 +84,36 @@ def settings_from_meta(meta: dict) -> dict:
             str(kw.get("dtype", "")).replace("torch.", "")),
     }
     return {k: v for k, v in out.items() if v is not None}
+
+
+def find_cluster_config(run_: VllmRun) -> Path | None:
+    """The run's cluster config: cluster.json, or (the reference's example layout) a config.json
+    that is a cluster config (it has `nodes`), beside the run or in its vllm/ folder."""
+    for folder in dict.fromkeys((run_.root, run_.vdir)):
+        if (folder / "cluster.json").is_file():
+            return folder / "cluster.json"
+        cfg = folder / "config.json"
+        if cfg.is_file():
+            try:
+                if "nodes" in json.loads(cfg.read_text()):
+                    return cfg
+            except (ValueError, UnicodeDecodeError):
+                pass
+    return None
+
+
+def find_dataset(run_: VllmRun, resolve) -> Path | None:
+    """meta.json's dataset_path: as recorded (from here), beside the run, or a shipped workload
+    (resolve: llmsim.paths.resolve_input) by its path or file name."""
+    ds = run_.meta.get("dataset_path")
+    if not ds:
+        return None
+    name = Path(ds).name
+    for cand in (Path(ds), run_.root / ds, run_.root / name, run_.vdir / name, Path(resolve(ds)),
+                 Path(resolve(f"workloads/{name}"))):
+        if cand.is_file():
+            return cand
+    return None
 
 
 def vllm_metrics(run_: VllmRun) -> dict[str, list[float]]:
@@ -146,6 +181,9 @@ def plots(vllm: dict, sim: dict, vllm_ts: list[dict], heartbeats, interval_s: fl
         ax.set_xlabel(f"{m} (ms)")
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
+        # TTFT and latency reach tens of thousands of ms: few ticks, tilted, so the labels never overlap
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5))
+        ax.tick_params(axis="x", labelrotation=30)
     axes[0].legend()
     fig.tight_layout()
     out["latency_cdf.png"] = _png(fig)

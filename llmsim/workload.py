@@ -3,11 +3,14 @@ import json
 from pathlib import Path
 
 from .errors import InputError
-from .config._fields import _no_constant
+from .config._fields import MAX_INPUT_BYTES, _no_constant, check_regular_file
 from .request import Request
 
 
-def _int_field(path, at, obj, key, minimum, where=""):
+MAX_INT = 2 ** 62  # ns (146 years) and token counts: beyond it a value is a unit mix-up
+
+
+def _int_field(path, at, obj, key, minimum, where="", maximum=MAX_INT):
     if key not in obj:
         raise InputError(f"{path}: {at}: missing field '{where}{key}'")
     v = obj[key]
@@ -15,6 +18,8 @@ def _int_field(path, at, obj, key, minimum, where=""):
         raise InputError(f"{path}: {at}: field '{where}{key}' must be an integer, got {v!r}")
     if v < minimum:
         raise InputError(f"{path}: {at}: field '{where}{key}' must be >= {minimum}, got {v}")
+    if v > maximum:
+        raise InputError(f"{path}: {at}: field '{where}{key}' must be <= {maximum}, got {v}")
     return v
 
 
@@ -60,8 +65,15 @@ def _session(path, at, obj, first_id, with_token_ids) -> list[Request]:
 
 def _lines(path, fh):
     lineno = 0
+    readline = fh.readline
     try:
-        for lineno, line in enumerate(fh, 1):
+        while True:
+            line = readline(MAX_INPUT_BYTES)
+            if not line:
+                return
+            lineno += 1
+            if len(line) >= MAX_INPUT_BYTES and not line.endswith("\n"):
+                raise InputError(f"{path}: line {lineno}: longer than {MAX_INPUT_BYTES >> 20} MB")
             yield lineno, line
     except UnicodeDecodeError:
         raise InputError(f"{path}: line {lineno + 1}: not UTF-8 text") from None
@@ -94,8 +106,9 @@ def requests_from_records(records, with_token_ids: bool = True, source: str = "w
 def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = True) -> list[Request]:
     """Requests in (arrival, id) order. num_reqs > 0 keeps the first num_reqs lines."""
     path = str(path)
+    check_regular_file(path, "dataset")
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(f"{path}: dataset file not found") from None
     except OSError as e:
@@ -110,6 +123,8 @@ def load_workload(path: str | Path, num_reqs: int = 0, with_token_ids: bool = Tr
                 break
             try:
                 obj = json.loads(line, parse_constant=_no_constant)
+            except RecursionError:
+                raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
             except (json.JSONDecodeError, ValueError) as e:
                 if not isinstance(e, json.JSONDecodeError):
                     raise InputError(f"{path}: line {lineno}: invalid JSON ({e})") from None

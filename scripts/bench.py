@@ -27,8 +27,8 @@ SHAREGPT = "workloads/sharegpt-llama-3.1-8b-300-sps10.jsonl"
 # name -> (description, cluster config, extra args, synthetic (n, rate) or None, target wall s or req/s)
 SCENARIOS = {
     "ref300": ("the reference's benchmark: 300 ShareGPT reqs, RTXPRO6000 Llama-3.1-8B tp1 (prefix caching)",
-               "configs/cluster/single_node_single_instance.json", ["--dtype", "bfloat16"], None,
-               ("wall_s", 2.0)),
+               "configs/cluster/single_node_single_instance.json", ["--dtype", "bfloat16", "--kv-capacity", "reference"],
+               None, ("wall_s", 2.0)),
     "pp2_3000": ("3,000 ShareGPT-length reqs, Poisson 10/s, Llama-3.1-8B pp=2",
                  "configs/cluster/single_node_pp_instance.json", ["--dtype", "bfloat16"], (3000, 10.0),
                  ("req_per_s", 2500)),

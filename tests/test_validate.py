@@ -41,3 +41,55 @@ def test_capacity_model_without_the_logged_block_count(tmp_path):
         means = {r["metric"]: float(r["diff_pct"]) for r in csv.DictReader(f) if r["stat"] == "mean"}
     # the reference at its default capacity: -20.7 % / +12.9 % / -12.5 %
     assert abs(means["TTFT"]) < 2 and abs(means["TPOT"]) < 2 and abs(means["latency"]) < 2
+
+
+def _copy_run(tmp_path, layout="reference"):
+    """The shipped run in another layout: flat (meta.json beside config.json, as the reference's
+    example folder), no logged block count, or with a mem_util in the cluster config."""
+    import shutil
+
+    src = f"{RUN}/vllm"
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in ("meta.json", "requests.jsonl", "timeseries.csv"):
+        shutil.copy(f"{src}/{f}", run / f)
+    cfg = json.load(open(f"{RUN}/cluster.json"))
+    if layout == "mem_util":
+        cfg["nodes"][0]["instances"][0]["npu_mem"]["mem_util"] = 0.833919
+    (run / ("config.json" if layout == "reference" else "cluster.json")).write_text(json.dumps(cfg))
+    meta = json.load(open(run / "meta.json"))
+    meta["dataset_path"] = "/elsewhere/" + meta["dataset_path"].split("/")[-1]  # not where it was recorded
+    if layout == "no_blocks":
+        meta.get("kv_cache", {}).pop("num_gpu_blocks", None)
+    (run / "meta.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_reference_layout_with_config_json_and_a_moved_dataset(tmp_path):
+    res = run_cli("validate", "--vllm-run", _copy_run(tmp_path), "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert "config.json (the run folder)" in res.output and "KV cache 2588 blocks" in res.output
+    assert "sharegpt-llama-3.1-8b-300-sps10.jsonl (meta.json dataset_path)" in res.output
+
+
+def test_no_logged_block_count_uses_the_capacity_model_and_says_so(tmp_path):
+    res = run_cli("validate", "--vllm-run", _copy_run(tmp_path, "no_blocks"), "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert "no num_gpu_blocks logged" in res.output and "KV cache 2629 blocks" in res.output
+
+
+def test_a_config_mem_util_overriding_the_run_is_warned(tmp_path):
+    res = run_cli("validate", "--vllm-run", _copy_run(tmp_path, "mem_util"), "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert ("[WARNING] " in res.output and "npu_mem.mem_util 0.833919 overrides npu_memory_utilization=0.9 "
+            "(meta.json)" in res.output)
+
+
+def test_default_output_folder_depends_on_the_kv_blocks_mode(tmp_path, monkeypatch):
+    from conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)  # outputs/ goes here; the run's dataset is found among the shipped workloads
+    for mode in ("run", "model"):
+        res = run_cli("validate", "--vllm-run", ROOT / RUN, "--kv-blocks", mode)
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / "outputs/validate/RTX4090-Llama-3.1-8B" / mode / "table.csv").is_file()

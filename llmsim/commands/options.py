@@ -1,6 +1,7 @@
 """What every command shares: the engine options, one-line error handling, the start-up banner."""
 import functools
 import logging
+import math
 import signal
 import sys
 import warnings
@@ -10,6 +11,7 @@ import click
 from .. import metrics
 from ..config.engine import DTYPE_BYTES, EngineArgs
 from ..errors import InputError
+from ..router import DEFAULT_SEED
 
 
 def _nonneg(ctx, param, value):
@@ -18,32 +20,55 @@ def _nonneg(ctx, param, value):
     return value
 
 
+def _finite(ctx, param, value):
+    """FloatRange lets nan and inf through (every comparison with nan is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+MAX_GPU_BLOCKS = 10 ** 9
+
+
 ENGINE_OPTIONS = [
     click.option("--cluster-config", default="configs/cluster/single_node_single_instance.json", show_default=True,
                  help="Cluster config JSON (the reference's schema)."),
-    click.option("--dataset", default=None, help="Workload JSONL (input_toks, output_toks, arrival_time_ns[, token ids])."),
+    click.option("--dataset", default=None, help="Workload JSONL (input_toks, output_toks, arrival_time_ns[, token ids]). "
+                 "Without it: a synthetic workload, 16 requests per instance, 64 prompt / 64 output tokens, all "
+                 "arriving at t=0 (the reference's default)."),
     click.option("--dtype", type=click.Choice(sorted(DTYPE_BYTES)), default=None, help="Weight dtype (instance key wins)."),
-    click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto", show_default=True),
+    click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto", show_default=True,
+                 help="KV cache element type: auto = the weight dtype; fp8 = 1 byte per element (more KV blocks; "
+                      "the fp8-KV profile bundle when one exists)."),
     click.option("--block-size", type=click.IntRange(min=1), default=16, show_default=True, help="Tokens per KV block."),
     click.option("--max-num-seqs", type=int, default=128, show_default=True, callback=_nonneg, help="0 = unlimited."),
     click.option("--max-num-batched-tokens", type=int, default=2048, show_default=True, callback=_nonneg,
                  help="Token budget per step; 0 = the maximum model length."),
     click.option("--max-model-len", type=int, default=0, callback=_nonneg,
                  help="Longest request (prompt + output) and cap of the token budget; 0 = max_position_embeddings."),
-    click.option("--long-prefill-token-threshold", type=int, default=0, show_default=True, callback=_nonneg),
+    click.option("--long-prefill-token-threshold", type=int, default=0, show_default=True, callback=_nonneg,
+                 help="Most prompt tokens one request may compute in a step (long prompts are chunked over "
+                      "steps, as vLLM's option); 0 = no cap beyond the token budget."),
     click.option("--enable-prefix-caching/--no-enable-prefix-caching", default=True, show_default=True),
     click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True),
     click.option("--reserve-full-isl/--no-reserve-full-isl", default=True, show_default=True,
                  help="Admit a request only if its whole current sequence fits in free blocks."),
-    click.option("--npu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True),
-    click.option("--kv-capacity", type=click.Choice(["reference", "vllm"]), default="reference", show_default=True,
-                 help="KV blocks from mem x util - weights (the reference), or vLLM's profile: also minus the "
-                      "activation peak and non-torch memory."),
-    click.option("--num-gpu-blocks", type=int, default=0, callback=_nonneg,
+    click.option("--npu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+                 callback=_finite),
+    click.option("--kv-capacity", type=click.Choice(["vllm", "reference"]), default="vllm", show_default=True,
+                 help="KV blocks as vLLM's memory profiling leaves them (mem x util - weights - activation peak - "
+                      "non-torch memory; llmsim/capacity.py), or the reference's rule (mem x util - weights: too many "
+                      "blocks, which the reference's recorded runs need)."),
+    click.option("--num-gpu-blocks", type=click.IntRange(0, MAX_GPU_BLOCKS), default=0,
                  help="Pin the KV block count (e.g. vLLM's logged num_gpu_blocks); 0 = computed."),
     click.option("--timing", type=click.Choice(["auto", "profile", "roofline"]), default="auto", show_default=True,
                  help="Layer times from a measured profile bundle, the roofline model, or the bundle when one exists."),
-    click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True),
+    click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True,
+                 help="Which instance takes each arriving request: LOAD = fewest waiting (weighted 4x) + running "
+                      "requests relative to max_num_seqs, ties round-robin; RR = round-robin; RAND = uniformly at "
+                      "random (reproducible: see --seed)."),
+    click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
+                 help="Random seed of --request-routing-policy RAND (recorded in <output>.meta.json)."),
     click.option("--num-reqs", type=int, default=0, callback=_nonneg, help="Use the first N dataset lines (0 = all)."),
 ]
 
@@ -85,6 +110,8 @@ def announce(sim, quiet: bool) -> None:
     for inst in sim.instances:
         if inst.profile_note:
             click.echo(f"[WARNING] {inst.profile_note}", err=True)
+        if inst.timing_info and not quiet:
+            click.echo(f"[INFO] {inst.timing_info}")
         if not quiet:
             m = inst.memory
             click.echo(f"[INFO] instance {inst.index}: {inst.model.name} on {inst.config.num_npus} x "

@@ -8,13 +8,24 @@ import click
 from .. import metrics
 from ..errors import InputError
 from ..plugins import TRACE_WRITERS, load
-from ..simulate import make_backend, prepare, run
+from ..simulate import SYNTHETIC_WORKLOAD, make_backend, prepare, run
 from ..units import NS_PER_S
-from .options import announce, engine_args, engine_options, write_files
+from .options import _finite, announce, engine_args, engine_options, write_files
+
+MIN_LOG_INTERVAL_S = 1e-6
+
+
+def _log_interval(ctx, param, value):
+    value = _finite(ctx, param, value)
+    if 0 < value < MIN_LOG_INTERVAL_S:
+        raise click.BadParameter(f"must be 0 (none) or >= {MIN_LOG_INTERVAL_S:g} s, got {value}")
+    return value
 
 RUN_OPTIONS = [
-    click.option("--output", default=None, help="Per-request CSV to write."),
-    click.option("--log-interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+    click.option("--output", default=None, help="Per-request CSV to write; beside it <output>.meta.json (the run's "
+                 "settings, seed included) and <output>.summary.json (the summary's statistics). Without --output "
+                 "and --iteration-log nothing is written."),
+    click.option("--log-interval", type=click.FloatRange(min=0), default=1.0, show_default=True, callback=_log_interval,
                  help="Seconds of simulated time between [INFO] lines; 0 = none."),
     click.option("--iteration-log", default=None, help="CSV with one row per batch and pipeline stage."),
     click.option("--backend", default="embedded", show_default=True,
@@ -29,6 +40,7 @@ RUN_OPTIONS = [
                  "(default: a temporary folder, removed unless --keep-traces)."),
     click.option("--keep-traces", is_flag=True, help="Keep the ASTRA-Sim run folder (a temporary one is printed)."),
     click.option("--astra-sim-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+                 callback=_finite,
                  help="Seconds ASTRA-Sim may take to report the next event before the run is abandoned."),
     click.option("--dump-traces", default=None, help="Write every iteration's per-NPU Chakra .et files here."),
     click.option("--trace-flavor", type=click.Choice(["llmservingsim", "upstream"]), default="llmservingsim",
@@ -67,6 +79,8 @@ def simulate(o: dict) -> None:
             metrics.check_writable(path, what)
     sim = prepare(o["cluster_config"], engine_args(o), o["dataset"], o["num_reqs"], fast_path=o["fast_path"])
     announce(sim, quiet)
+    if o["dataset"] is None and not quiet:
+        click.echo(f"[INFO] no --dataset: synthetic workload, {SYNTHETIC_WORKLOAD} ({len(sim.requests)} requests)")
     interval_ns = 0 if quiet else int(round(o["log_interval"] * NS_PER_S))
     on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None
     on_graph = None
@@ -78,19 +92,25 @@ def simulate(o: dict) -> None:
     gc.freeze()
     gc.disable()
     result = run(sim, backend, routing_policy=o["request_routing_policy"], log_interval_ns=interval_ns,
-                 on_heartbeat=on_hb, record_iterations=iteration_log is not None, on_graph=on_graph)
+                 on_heartbeat=on_hb, record_iterations=iteration_log is not None, on_graph=on_graph, seed=o["seed"])
     instances = sim.instances
+    stats = None
+    if not quiet or output:
+        stats = metrics.summary_stats(result, [i.scheduler.stats for i in instances])
     if not quiet:
-        click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances]))
+        click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances], stats))
     files = {}  # everything is rendered before anything is written
     if output:
         files[output] = metrics.requests_csv_lines(result, instances)  # streamed: it can be GBs
         files[f"{output}.meta.json"] = metrics.run_metadata(sim, result, o)
+        files[f"{output}.summary.json"] = metrics.summary_json(stats)
         if result.unfinished:
             files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
     if iteration_log:
         files[iteration_log] = metrics.iteration_csv(result.iteration_log)
     write_files(files)
+    if not quiet:
+        click.echo(metrics.written_line(files))  # the summary's last line
     if output and not result.unfinished and Path(f"{output}.unfinished.csv").exists():
         Path(f"{output}.unfinished.csv").unlink()  # stale, from an earlier run
     if result.unfinished:

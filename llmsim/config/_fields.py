@@ -1,5 +1,8 @@
 """Typed field access for JSON configs; every failure names file and field path."""
 import json
+import math
+import os
+import stat
 from typing import Any
 
 from ..errors import InputError
@@ -11,10 +14,42 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a number here")
 
 
+MAX_INPUT_BYTES = 64 << 20  # a config file, or one line of a dataset
+
+
+def check_regular_file(path: str, what: str) -> None:
+    """Refuse what is not a regular file (a FIFO blocks, a device never ends) before opening it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} file not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what} ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
+        raise InputError(f"{path}: {what} must be a regular file, got {kind}")
+
+
+def read_config_bytes(path: str, what: str) -> bytes:
+    """A config file's bytes: a regular file of at most MAX_INPUT_BYTES; one-line errors."""
+    check_regular_file(path, what)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what} ({e.strerror})") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"{path}: {what} is larger than {MAX_INPUT_BYTES >> 20} MB")
+    return data
+
+
 def parse_json(path: str, data: bytes):
     """JSON from a file's bytes; every failure is one InputError line naming the file."""
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        return json.loads(data.decode("utf-8-sig"), parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
@@ -48,6 +83,8 @@ class Fields:
         if not ok:
             names = " or ".join("number" if k is float else k.__name__ for k in kinds)
             self.fail(f"expected {names}, got {val!r}", key)
+        if isinstance(val, float) and not math.isfinite(val):
+            self.fail(f"expected a finite number, got {val!r}", key)
         if minimum is not None:
             if val < minimum or (exclusive_min and val == minimum):
                 rel = ">" if exclusive_min else ">="

@@ -1,10 +1,11 @@
 """Cluster config (the reference's JSON schema): loading and validation."""
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
 from ..units import gb_to_bytes
-from ._fields import Fields, parse_json
+from ._fields import Fields, parse_json, read_config_bytes
 from .engine import DTYPE_BYTES, IGNORED_KEYS, OVERRIDE_KEYS
 
 
@@ -53,22 +54,31 @@ _INST = {"model_name", "hardware", "npu_mem", "pd_type", "num_npus", "tp_size", 
          "dp_group", "placement"} | set(OVERRIDE_KEYS) | IGNORED_KEYS
 
 
+# Sane physical ranges: beyond them a value is a typo or a unit mix-up (and overflows or hangs).
+MAX_MEM_GB, MAX_MEM_BW_GBPS, MAX_LATENCY_NS = 1e6, 1e7, 1e12
+LINK_BW_GBPS = (1e-3, 1e6)
+MAX_PARALLEL = 65536
+
+
 def _mem(f: Fields, extra: set[str], warnings: list[str]) -> MemSpec:
     warnings += f.unknown(_MEM | extra)
     return MemSpec(
-        size_bytes=gb_to_bytes(f.get("mem_size", (int, float), minimum=0, exclusive_min=True)),
-        bw_gbps=float(f.get("mem_bw", (int, float), minimum=0, exclusive_min=True)),
-        latency_ns=int(f.get("mem_latency", (int, float), minimum=0)),
+        size_bytes=gb_to_bytes(f.get("mem_size", (int, float), minimum=0, exclusive_min=True, maximum=MAX_MEM_GB)),
+        bw_gbps=float(f.get("mem_bw", (int, float), minimum=0, exclusive_min=True, maximum=MAX_MEM_BW_GBPS)),
+        latency_ns=int(f.get("mem_latency", (int, float), minimum=0, maximum=MAX_LATENCY_NS)),
     )
 
 
 def _link(f: Fields, key: str, positive: bool) -> tuple[float, ...]:
     raw = f.get(key, (int, float, list))
     vals = raw if isinstance(raw, list) else [raw]
+    low, high, unit = LINK_BW_GBPS + ("GB/s",) if positive else (0, MAX_LATENCY_NS, "ns")
     for i, v in enumerate(vals):
+        where = key if not isinstance(raw, list) else f"{key}[{i}]"
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (positive and v == 0):
-            f.fail(f"expected {'positive' if positive else 'non-negative'} numbers, got {v!r}",
-                   key if not isinstance(raw, list) else f"{key}[{i}]")
+            f.fail(f"expected {'positive' if positive else 'non-negative'} numbers, got {v!r}", where)
+        if not math.isfinite(v) or not low <= v <= high:
+            f.fail(f"expected a value in {unit} within [{low:g}, {high:g}], got {v!r}", where)
     if not vals:
         f.fail("expected a number or a non-empty list", key)
     return tuple(float(v) for v in vals)
@@ -76,9 +86,9 @@ def _link(f: Fields, key: str, positive: bool) -> tuple[float, ...]:
 
 def _parallelism(f: Fields) -> tuple[int, int, int]:
     """The reference's resolution: pp defaults to 1; num_npus and tp_size infer each other."""
-    pp = f.get("pp_size", int, None, minimum=1)
-    tp = f.get("tp_size", int, None, minimum=1)
-    n = f.get("num_npus", int, None, minimum=1)
+    pp = f.get("pp_size", int, None, minimum=1, maximum=MAX_PARALLEL)
+    tp = f.get("tp_size", int, None, minimum=1, maximum=MAX_PARALLEL)
+    n = f.get("num_npus", int, None, minimum=1, maximum=MAX_PARALLEL)
     pp_given = pp not in (None, 1)
     pp = pp or 1
     if n is not None and tp is not None:
@@ -95,17 +105,14 @@ def _parallelism(f: Fields) -> tuple[int, int, int]:
     else:
         tp = tp or 1
         n = tp * pp
+        if n > MAX_PARALLEL:
+            f.fail(f"tp_size * pp_size = {tp} * {pp} = {n} NPUs exceeds the limit of {MAX_PARALLEL}", "num_npus")
     return n, tp, pp
 
 
 def load_cluster_config(path: str | Path) -> ClusterConfig:
     path = str(path)
-    try:
-        text = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: cluster config file not found") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read cluster config ({e.strerror})") from None
+    text = read_config_bytes(path, "cluster config")
     return cluster_from_dict(parse_json(path, text), path)
 
 

@@ -20,7 +20,7 @@ class EngineArgs:
     max_model_len: int = 0  # 0: the model's max_position_embeddings
     num_gpu_blocks: int = 0  # > 0 pins the KV block count (e.g. from a vLLM log)
     timing: str = "auto"  # "profile" (measured bundle), "roofline", or "auto": the bundle if one exists
-    kv_capacity: str = "reference"  # "reference": mem x util - weights; "vllm": also activations, runtime
+    kv_capacity: str = "vllm"  # "vllm": mem x util - weights - activations - runtime; "reference": - weights only
 
     def with_overrides(self, overrides: dict) -> "EngineArgs":
         return replace(self, **overrides) if overrides else self

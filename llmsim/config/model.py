@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ._fields import Fields, parse_json
+from ._fields import Fields, parse_json, read_config_bytes
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def load_model_spec(model_dir: Path, name: str) -> ModelSpec:
     if not path.is_file():
         have = sorted(str(p.relative_to(model_dir))[:-5] for p in model_dir.glob("*/*.json"))
         raise InputError(f"{path}: model config not found (models available: {', '.join(have) or 'none'})")
-    raw = parse_json(str(path), path.read_bytes())
+    raw = parse_json(str(path), read_config_bytes(str(path), "model config"))
     f = Fields(str(path), raw, "")
     if any(k in raw for k in ("num_local_experts", "num_experts", "n_routed_experts")):
         f.fail("mixture-of-experts models are not supported yet (dense decoders only)")
