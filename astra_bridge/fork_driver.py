@@ -66,6 +66,11 @@ class ForkBackend(ClockOwningBackend):
     def close(self) -> None:
         if self.remove_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir.parent.name == "llmsim-astra":  # the shared parent of temporary run folders
+                try:
+                    self.workdir.parent.rmdir()  # only when no other run uses it
+                except OSError:
+                    pass
             self.remove_workdir = False
 
     # -- files --------------------------------------------------------------------------------------

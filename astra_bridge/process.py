@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -39,7 +40,8 @@ class AstraProcess:
         self.err_tail = deque(maxlen=20)
         try:
             self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+                                         stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+                                         start_new_session=True)
         except OSError as e:
             raise BackendError(f"{cmd[0]}: cannot start ASTRA-Sim ({e.strerror})") from None
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
@@ -48,36 +50,55 @@ class AstraProcess:
             t.start()
 
     def _read_stdout(self) -> None:
-        pending = None
-        for line in self.proc.stdout:
-            if line.startswith("Checking "):
-                continue
-            m = _REPORT.search(line)
-            if m:
-                pending = Report(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-            elif line.rstrip().endswith("Waiting"):
-                self._reports.put(pending if pending else ValueError("'Waiting' without a finished report"))
-                pending = None
-            else:
-                self.tail.append(line.rstrip())
-        self._reports.put(_EOF)
+        try:
+            pending = None
+            for line in self.proc.stdout:
+                if line.startswith("Checking "):
+                    continue
+                m = _REPORT.search(line)
+                if m:
+                    pending = Report(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+                elif line.rstrip().endswith("Waiting"):
+                    self._reports.put(pending if pending else ValueError("'Waiting' without a finished report"))
+                    pending = None
+                else:
+                    self.tail.append(line.rstrip())
+        except (OSError, ValueError) as e:  # a closed pipe; never a traceback on this thread
+            self.tail.append(f"(reading its output failed: {e})")
+        finally:
+            self._reports.put(_EOF)
 
     def _read_stderr(self) -> None:
-        for line in self.proc.stderr:
-            self.err_tail.append(line.rstrip())
+        try:
+            for line in self.proc.stderr:
+                self.err_tail.append(line.rstrip())
+        except (OSError, ValueError):
+            pass
 
     def _last_words(self) -> str:
         said = [l for l in list(self.err_tail) + list(self.tail) if l.strip()]
         return f"; last output: {said[-1][:200]!r}" if said else ""
 
     def next_report(self, waiting_for: str) -> Report:
-        try:
-            item = self._reports.get(timeout=self.timeout_s)
-        except queue.Empty:
-            raise BackendError(f"ASTRA-Sim reported nothing for {self.timeout_s:g} s while {waiting_for} "
-                               f"(a hung trace?){self._last_words()}") from None
+        deadline = time.monotonic() + self.timeout_s
+        exited_at = None
+        while True:
+            try:
+                item = self._reports.get(timeout=0.1)
+                break
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if self.proc.poll() is not None:
+                exited_at = exited_at or now
+                if now - exited_at > 1.0:  # exited, but something it started still holds its output
+                    raise BackendError(f"{self.cmd[0]}: ASTRA-Sim exited (code {self.proc.returncode}) while "
+                                       f"{waiting_for}, leaving a background process{self._last_words()}")
+            if now > deadline:
+                raise BackendError(f"{self.cmd[0]}: ASTRA-Sim reported nothing for {self.timeout_s:g} s while "
+                                   f"{waiting_for} (went silent){self._last_words()}") from None
         if item is _EOF:
-            code = self.proc.wait()
+            code = self._wait_briefly()
             raise BackendError(f"ASTRA-Sim exited (code {code}) while {waiting_for}{self._last_words()}")
         if isinstance(item, Exception):
             raise BackendError(f"ASTRA-Sim broke the protocol: {item}{self._last_words()}")
@@ -88,7 +109,7 @@ class AstraProcess:
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
-            code = self.proc.wait()
+            code = self._wait_briefly()
             raise BackendError(f"ASTRA-Sim exited (code {code}) before it read {line!r}{self._last_words()}") from None
 
     def finish(self) -> str:
@@ -105,8 +126,21 @@ class AstraProcess:
                 return line.strip()
         return ""
 
+    def _wait_briefly(self):
+        """The exit code, or '?' when the binary has closed its output but keeps running."""
+        try:
+            return self.proc.wait(timeout=min(self.timeout_s, 5))
+        except subprocess.TimeoutExpired:
+            return "? (closed its output, still running)"
+
     def close(self) -> None:
         """End the whole process group (the binary and anything it started); never leave an orphan."""
+        # Even when the binary itself has exited, a background child it started may still hold the
+        # pipes open: signal the group unconditionally.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL if self.proc.poll() is not None else signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
         if self.proc.poll() is None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:

@@ -9,7 +9,12 @@ import hashlib
 import math
 import re
 import shutil
+import os
+import signal
 import subprocess
+import threading
+import time
+from collections import deque
 from pathlib import Path
 
 from llmsim.backends.base import BatchTiming, StageTimingBackend
@@ -51,6 +56,11 @@ class UpstreamBackend(StageTimingBackend):
     def close(self) -> None:
         if self.remove_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir.parent.name == "llmsim-astra":  # the shared parent of temporary run folders
+                try:
+                    self.workdir.parent.rmdir()  # only when no other run uses it
+                except OSError:
+                    pass
             self.remove_workdir = False
 
     def _stage_busy(self, graph: IterationGraph) -> list[int]:
@@ -78,17 +88,81 @@ class UpstreamBackend(StageTimingBackend):
                f"--system-configuration={self.paths.system}", f"--network-configuration={self.paths.network}",
                f"--remote-memory-configuration={self.paths.memory}"]
         what = f"instance {graph.instance} batch {graph.batch_id}"
-        try:
-            done = subprocess.run(cmd, cwd=prefix.parent, capture_output=True, text=True, timeout=self.timeout_s,
-                                  start_new_session=True)
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"{self.binary}: no result for {what} within {self.timeout_s:g} s (a hung trace?)") from None
-        except OSError as e:
-            raise BackendError(f"{self.binary}: cannot run ({e.strerror})") from None
-        finish = {int(n): int(t) for n, t in _FINISHED.findall(done.stdout)}
+        finish, code, last, why = _run_bounded(cmd, prefix.parent, self.timeout_s, self.binary)
+        if why:
+            raise BackendError(f"{self.binary}: {what}: {why}; last output: {last[:200]!r}")
         missing = [graph.npu(s, 0) for s in range(graph.pp_size) if graph.npu(s, 0) not in finish]
-        if done.returncode or missing:
-            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or [""]
-            raise BackendError(f"{self.binary}: {what}: exit code {done.returncode}, NPUs {missing} never finished; "
-                               f"last output: {last[0][:200]!r}")
+        if code or missing:
+            raise BackendError(f"{self.binary}: {what}: exit code {code}, NPUs {missing} never finished; "
+                               f"last output: {last[:200]!r}")
         return finish
+
+
+_MAX_OUTPUT = 64 << 20  # bytes of output read before the binary is deemed to be flooding
+
+
+def _run_bounded(cmd: list[str], cwd: Path, timeout_s: float, binary: Path):
+    """Run one upstream binary in its own process group; read its output streaming and bounded.
+
+    Returns (finish times by NPU, exit code, last non-empty output line, why it was stopped or "").
+    The whole group (the binary and anything it started) is killed on every path.
+    """
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as e:
+        raise BackendError(f"{binary}: cannot run ({e.strerror})") from None
+    finish: dict[int, int] = {}
+    out_tail, err_tail = deque(maxlen=20), deque(maxlen=20)
+    seen = [0]
+    flooded = threading.Event()
+
+    def read(stream, tail, parse):
+        for raw in iter(lambda: stream.readline(65536), b""):
+            seen[0] += len(raw)
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if parse:
+                for n, t in _FINISHED.findall(line):
+                    finish[int(n)] = int(t)
+            if line.strip():
+                tail.append(line)
+            if seen[0] > _MAX_OUTPUT:
+                flooded.set()
+                return
+
+    threads = [threading.Thread(target=read, args=(proc.stdout, out_tail, True), daemon=True),
+               threading.Thread(target=read, args=(proc.stderr, err_tail, False), daemon=True)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout_s
+    why = ""
+    try:
+        while True:
+            if flooded.is_set():
+                why = f"printed more than {_MAX_OUTPUT >> 20} MB of output"
+                break
+            if proc.poll() is not None and not any(t.is_alive() for t in threads):
+                break
+            if time.monotonic() > deadline:
+                why = (f"no result within {timeout_s:g} s" if proc.poll() is None else
+                       f"exited (code {proc.returncode}) but something it started kept running past {timeout_s:g} s")
+                break
+            time.sleep(0.02)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for t in threads:
+            t.join(timeout=2)
+        for f in (proc.stdout, proc.stderr):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+    last = (list(err_tail) or list(out_tail) or [""])[-1]
+    return finish, proc.returncode, last, why
