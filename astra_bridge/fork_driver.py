@@ -10,7 +10,6 @@ next arrival, so arrivals are scheduled when they happen, as on the embedded bac
 The fork owns the clock: this backend drives the run's Session (llmsim/session.py) through its
 steps as the reports arrive. Protocol and files: docs/astra-sim-interface.md.
 """
-import shutil
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from llmsim.results import SimResult
 from llmsim.session import Session
 
 from .inputs import topology_dims, write_inputs
+from .run_folder import remove_run_folder
 from .process import AstraProcess, BackendError
 from .traces import write_graph, write_wait
 
@@ -65,12 +65,7 @@ class ForkBackend(ClockOwningBackend):
 
     def close(self) -> None:
         if self.remove_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            if self.workdir.parent.name == "llmsim-astra":  # the shared parent of temporary run folders
-                try:
-                    self.workdir.parent.rmdir()  # only when no other run uses it
-                except OSError:
-                    pass
+            remove_run_folder(self.workdir)
             self.remove_workdir = False
 
     # -- files --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from llmsim.errors import InputError
 
 from .binary import find_binary
 from .fork_driver import ForkBackend
+from .run_folder import PARENT
 from .inputs import topology_dims
 from .traces import write_graph
 from .upstream import UpstreamBackend
@@ -53,7 +54,7 @@ def make_backend(sim, options: dict):
 def _temp_run_folder() -> Path:
     """A fresh folder under tempfile.gettempdir()/llmsim-astra/<pid>-<random>; folders left by runs
     whose process is gone (e.g. SIGKILLed) are removed first."""
-    parent = Path(tempfile.gettempdir()) / "llmsim-astra"
+    parent = Path(tempfile.gettempdir()) / PARENT
     parent.mkdir(parents=True, exist_ok=True)
     for old in parent.iterdir():
         pid = old.name.split("-", 1)[0]

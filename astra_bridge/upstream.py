@@ -8,7 +8,6 @@ composed on our side by the same placement the embedded backend uses (llmsim/bac
 import hashlib
 import math
 import re
-import shutil
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from llmsim.graph.iteration import IterationGraph
 
 from .chakra.codec import comp_node, global_metadata, write_et
 from .inputs import upstream_dims, write_inputs
+from .run_folder import remove_run_folder
 from .process import BackendError
 from .traces import write_graph
 
@@ -55,12 +55,7 @@ class UpstreamBackend(StageTimingBackend):
 
     def close(self) -> None:
         if self.remove_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            if self.workdir.parent.name == "llmsim-astra":  # the shared parent of temporary run folders
-                try:
-                    self.workdir.parent.rmdir()  # only when no other run uses it
-                except OSError:
-                    pass
+            remove_run_folder(self.workdir)
             self.remove_workdir = False
 
     def _stage_busy(self, graph: IterationGraph) -> list[int]:
