@@ -3,7 +3,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
 from ..units import gb_to_bytes
 from ._fields import Fields, parse_json, read_config_bytes
 from .engine import DTYPE_BYTES, IGNORED_KEYS, OVERRIDE_KEYS
