@@ -1,11 +1,8 @@
 """Outputs: the per-request CSV (the reference's columns), the heartbeat line, the run summary,
-the iteration log. Files are written atomically: a temp file in the same folder, then renamed."""
+the iteration log, rendered as text; outputs.py writes them."""
 import csv
 import io
 import math
-import os
-import tempfile
-from pathlib import Path
 from typing import NamedTuple
 
 from .itl import itl_stats_ms
@@ -14,46 +11,6 @@ from .units import GIB, NS_PER_S
 
 CSV_HEADER = ["instance id", "request id", "model", "input", "output", "arrival", "end_time", "latency",
               "queuing_delay", "TTFT", "TPOT", "ITL"]
-
-
-def write_all_atomic(files: dict) -> None:
-    """Write every file to a temp file beside it, then rename them all: a failure leaves none
-    half-written. data: str, bytes, or an iterable of str chunks (large outputs are streamed)."""
-    staged = []
-    try:
-        for path, data in files.items():
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            staged.append((tmp, path))
-            with (os.fdopen(fd, "wb") if isinstance(data, bytes) else os.fdopen(fd, "w", newline="")) as f:
-                if isinstance(data, (str, bytes)):
-                    f.write(data)
-                else:
-                    f.writelines(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-    except BaseException:
-        for tmp, _ in staged:
-            os.unlink(tmp)
-        raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
-
-
-def check_writable(path: str | Path, what: str) -> None:
-    """Fail before simulating rather than after: the folder must be creatable and the path not a folder."""
-    from .errors import InputError
-
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: {what} path is a directory")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write {what} (folder {parent} is not writable)")
 
 
 class RequestMetrics(NamedTuple):

@@ -166,6 +166,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+PLOT_NAMES = ("latency_cdf.png", "throughput.png")
+
+
 def plots(vllm: dict, sim: dict, vllm_ts: list[dict], heartbeats, interval_s: float) -> dict[str, bytes]:
     import matplotlib
 
@@ -186,7 +189,7 @@ def plots(vllm: dict, sim: dict, vllm_ts: list[dict], heartbeats, interval_s: fl
         ax.tick_params(axis="x", labelrotation=30)
     axes[0].legend()
     fig.tight_layout()
-    out["latency_cdf.png"] = _png(fig)
+    out[PLOT_NAMES[0]] = _png(fig)
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     for ax, (key, attr, title) in zip(axes, (("prompt_throughput", "prompt_tokens", "prompt tokens/s"),
                                              ("gen_throughput", "gen_tokens", "generated tokens/s"))):
@@ -198,5 +201,5 @@ def plots(vllm: dict, sim: dict, vllm_ts: list[dict], heartbeats, interval_s: fl
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    out["throughput.png"] = _png(fig)
+    out[PLOT_NAMES[1]] = _png(fig)
     return out

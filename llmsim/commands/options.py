@@ -2,13 +2,13 @@
 import functools
 import logging
 import math
+import os
 import signal
 import sys
 import warnings
 
 import click
 
-from .. import metrics
 from ..config.engine import DTYPE_BYTES, EngineArgs
 from ..errors import InputError
 from ..router import DEFAULT_SEED
@@ -101,6 +101,10 @@ def user_errors(f):
         except InputError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
+        except BrokenPipeError:
+            # the reader of stdout went away (`| head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
     return wrapper
 
 
@@ -119,10 +123,3 @@ def announce(sim, quiet: bool) -> None:
                        f"timing: {inst.timer.describe()}; KV cache {m.num_blocks} blocks x {m.block_size} tokens "
                        f"({inst.args.kv_capacity if not inst.args.num_gpu_blocks else 'pinned'}); layers per stage "
                        f"{[s.layers for s in m.stages]}")
-
-
-def write_files(files: dict) -> None:
-    try:
-        metrics.write_all_atomic(files)
-    except OSError as e:
-        raise InputError(f"{e.filename}: cannot write output ({e.strerror})") from None

@@ -1,16 +1,19 @@
 """`llmsim [OPTIONS]`: simulate a workload on a cluster and write the outputs."""
+import contextlib
 import gc
+import sys
 import tempfile
-from pathlib import Path
 
 import click
 
 from .. import metrics
 from ..errors import InputError
+from ..outputs import is_stdout, is_stream, reserve
+from ..paths import resolve_input
 from ..plugins import TRACE_WRITERS, load
 from ..simulate import SYNTHETIC_WORKLOAD, make_backend, prepare, run
 from ..units import NS_PER_S
-from .options import _finite, announce, engine_args, engine_options, write_files
+from .options import _finite, announce, engine_args, engine_options
 
 MIN_LOG_INTERVAL_S = 1e-6
 
@@ -72,11 +75,40 @@ def backend_options(o: dict) -> dict:
     return opts
 
 
+def _outputs(o: dict) -> list:
+    """Every file this run may write, as (path, what): derived files only beside a regular output."""
+    out = []
+    if o["output"]:
+        out.append((o["output"], "output"))
+        if not is_stream(o["output"]):
+            out += [(o["output"] + suffix, f"{what} (beside --output)") for suffix, what in
+                    ((".meta.json", "metadata"), (".summary.json", "summary"), (".unfinished.csv", "unfinished list"))]
+    if o["iteration_log"]:
+        out.append((o["iteration_log"], "iteration log"))
+    return out
+
+
 def simulate(o: dict) -> None:
+    inputs = {resolve_input(p): what for p, what in ((o["cluster_config"], "cluster config"),
+                                                     (o["dataset"], "dataset")) if p}
+    # the CSV owns stdout when it goes there; everything human-readable moves to stderr
+    to_stdout = any(is_stdout(p) for p, _ in _outputs(o))
+    with reserve(_outputs(o), inputs) as outputs, \
+            contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
+        files, result = _simulate(o)
+        outputs.write(files)
+        if not o["quiet"]:
+            click.echo(metrics.written_line(files))  # the summary's last line
+    if result.unfinished:
+        click.echo(f"[WARNING] {len(result.unfinished)} request(s) did not finish; first: request "
+                   f"{result.unfinished[0][0].id}: {result.unfinished[0][1]}", err=True)
+    if o["output"] and is_stream(o["output"]) and not o["quiet"]:
+        click.echo(f"[INFO] --output {o['output']} is not a regular file: no .meta.json, .summary.json or "
+                   ".unfinished.csv beside it", err=True)
+
+
+def _simulate(o: dict) -> tuple:
     output, iteration_log, quiet = o["output"], o["iteration_log"], o["quiet"]
-    for path, what in ((output, "output"), (iteration_log, "iteration log")):
-        if path:
-            metrics.check_writable(path, what)
     sim = prepare(o["cluster_config"], engine_args(o), o["dataset"], o["num_reqs"], fast_path=o["fast_path"])
     announce(sim, quiet)
     if o["dataset"] is None and not quiet:
@@ -102,17 +134,11 @@ def simulate(o: dict) -> None:
     files = {}  # everything is rendered before anything is written
     if output:
         files[output] = metrics.requests_csv_lines(result, instances)  # streamed: it can be GBs
-        files[f"{output}.meta.json"] = metrics.run_metadata(sim, result, o)
-        files[f"{output}.summary.json"] = metrics.summary_json(stats)
-        if result.unfinished:
-            files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
+        if not is_stream(output):
+            files[f"{output}.meta.json"] = metrics.run_metadata(sim, result, o)
+            files[f"{output}.summary.json"] = metrics.summary_json(stats)
+            if result.unfinished:
+                files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
     if iteration_log:
         files[iteration_log] = metrics.iteration_csv(result.iteration_log)
-    write_files(files)
-    if not quiet:
-        click.echo(metrics.written_line(files))  # the summary's last line
-    if output and not result.unfinished and Path(f"{output}.unfinished.csv").exists():
-        Path(f"{output}.unfinished.csv").unlink()  # stale, from an earlier run
-    if result.unfinished:
-        click.echo(f"[WARNING] {len(result.unfinished)} request(s) did not finish; first: request "
-                   f"{result.unfinished[0][0].id}: {result.unfinished[0][1]}", err=True)
+    return files, result

@@ -6,11 +6,12 @@ import click
 from click.core import ParameterSource
 
 from ..errors import InputError
+from ..outputs import reserve
 from ..simulate import prepare, run
 from ..paths import resolve_input
-from ..validate import (comparison, find_cluster_config, find_dataset, load_vllm_run, plots, settings_from_meta,
+from ..validate import (PLOT_NAMES, comparison, find_cluster_config, find_dataset, load_vllm_run, plots, settings_from_meta,
                         sim_metrics, table_csv, table_text, vllm_metrics)
-from .options import announce, engine_args, engine_options, user_errors, write_files
+from .options import announce, engine_args, engine_options, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,6 +62,14 @@ def validate(ctx, vllm_run, kv_blocks, out_dir, **opts):
         click.echo(f"[WARNING] {opts['dataset']}: sha256 differs from the run's dataset_hash", err=True)
     click.echo(f"[INFO] settings: {', '.join(f'{k}={opts[k]} ({s})' for k, s in sorted(source.items()))}; "
                "others at their defaults")
+    out = Path(out_dir or Path("outputs") / "validate" / vr.root.resolve().name / kv_blocks)
+    inputs = {p: "input" for p in (opts["cluster_config"], opts["dataset"], meta_json, vr.vdir / "requests.jsonl",
+                                   vr.vdir / "timeseries.csv")}
+    with reserve([(out / name, "validation output") for name in ("table.csv", *PLOT_NAMES)], inputs) as outputs:
+        _simulate(vr, out, opts, source, outputs)
+
+
+def _simulate(vr, out: Path, opts: dict, source: dict, outputs) -> None:
     sim = prepare(opts["cluster_config"], engine_args(opts), opts["dataset"], opts["num_reqs"])
     _warn_config_overrides(sim, opts, source)
     announce(sim, quiet=False)
@@ -72,10 +81,9 @@ def validate(ctx, vllm_run, kv_blocks, out_dir, **opts):
     v, s = vllm_metrics(vr), sim_metrics(result)
     rows = comparison(v, s)
     click.echo(table_text(rows))
-    out = Path(out_dir or Path("outputs") / "validate" / vr.root.resolve().name / kv_blocks)
     files = {out / "table.csv": table_csv(rows)}
     files.update({out / name: data for name, data in plots(v, s, vr.timeseries, result.heartbeats, interval_s).items()})
-    write_files(files)
+    outputs.write(files)
     click.echo(f"[INFO] wrote {', '.join(str(p) for p in files)}")
 
 
