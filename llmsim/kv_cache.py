@@ -12,24 +12,27 @@ class BlockPool:
         self.block_size = block_size
         self.caching = enable_prefix_caching
         # Free blocks in eviction order; freed blocks go to the tail so a finished request's
-        # head blocks (the likeliest shared prefix) survive longest. Until the first block is
-        # hashed nothing can be shared or evicted, so a deque (bulk, C-speed) serves and the
-        # reference counts are not kept; _start_hashing() switches to the full structure.
-        self._free: deque[int] | OrderedDict[int, None] = deque(range(num_blocks))
+        # head blocks (the likeliest shared prefix) survive longest. Blocks never handed out
+        # (ids _fresh..num_blocks-1) are the list's implicit head, so a pool costs memory for the
+        # blocks it has used, not for its size. Until the first block is hashed nothing can be
+        # shared or evicted, so a deque (bulk, C-speed) holds the returned blocks and reference
+        # counts are not kept; _start_hashing() switches to the full structure.
+        self._fresh = 0
+        self._free: deque[int] | OrderedDict[int, None] = deque()
         self._hashing = False
-        self._ref: list[int] = []
+        self._ref: list[int] = []  # by block id, for ids below _fresh (once hashing)
         self._hash_of: dict[int, int] = {}
         self._block_of: dict[int, int] = {}
         self._free_hashed = 0  # free blocks still carrying a hash (count as used memory)
 
     @property
     def num_free(self) -> int:
-        return len(self._free)
+        return self.num_blocks - self._fresh + len(self._free)
 
     @property
     def num_used(self) -> int:
         """Blocks holding KV: referenced ones plus freed ones that still carry a reusable hash."""
-        return self.num_blocks - len(self._free) + self._free_hashed
+        return self._fresh - len(self._free) + self._free_hashed
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold `tokens` tokens (the one block ceiling)."""
@@ -66,7 +69,7 @@ class BlockPool:
 
     def _start_hashing(self) -> None:
         self._free = OrderedDict.fromkeys(self._free)
-        self._ref = [1] * self.num_blocks  # every block outside the free list is held once
+        self._ref = [1] * self._fresh  # every block handed out and not returned is held once
         for b in self._free:
             self._ref[b] = 0
         self._hashing = True
@@ -91,7 +94,7 @@ class BlockPool:
     # -- allocation -----------------------------------------------------------------------------
     def can_fit(self, tokens: int, hits: list[int], held: int) -> bool:
         need = self.blocks_for(tokens) - held - len(hits)
-        return max(need, 0) + sum(1 for b in hits if self._ref[b] == 0) <= len(self._free)
+        return max(need, 0) + sum(1 for b in hits if self._ref[b] == 0) <= self.num_free
 
     def allocate(self, req: Request, num_new: int, hits: list[int] = ()) -> bool:
         """Slots for num_new more tokens (after req.num_computed, which includes hits). No change on failure."""
@@ -117,11 +120,22 @@ class BlockPool:
     def take(self, n: int) -> list[int]:
         """n blocks from the head of the free list (evicting their cached hashes), referenced once.
         The caller has checked n <= num_free."""
+        out = []
+        fresh = self.num_blocks - self._fresh
+        if fresh:
+            k = n if n < fresh else fresh
+            out = list(range(self._fresh, self._fresh + k))
+            self._fresh += k
+            if self._hashing:
+                self._ref += [1] * k
+            n -= k
+            if not n:
+                return out
         free = self._free
         if not self._hashing:
             pop = free.popleft
-            return [pop() for _ in range(n)]
-        out = []
+            out += [pop() for _ in range(n)]
+            return out
         hash_of, ref = self._hash_of, self._ref
         for _ in range(n):
             b, _ = free.popitem(last=False)

@@ -75,7 +75,8 @@ def _run(args: list[str], folder: Path, tag: str):
     res = CliRunner().invoke(llmsim_main, args + ["--output", str(out), "--iteration-log", str(it)])
     crash = res.exception if res.exception and not isinstance(res.exception, SystemExit) else None
     read = lambda p: p.read_bytes() if p.exists() else None
-    return res.exit_code, res.output, read(out), read(it), repr(crash) if crash else None
+    output = res.output.replace(tag, "<tag>")  # the summary names the files it wrote
+    return res.exit_code, output, read(out), read(it), repr(crash) if crash else None
 
 
 @click.command()

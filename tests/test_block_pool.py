@@ -25,7 +25,8 @@ def _prefill(pool, req, hits=()):
 
 
 def _free_order(pool):
-    return list(pool._free)
+    """The eviction order: blocks never handed out (implicit), then returned ones."""
+    return list(range(pool._fresh, pool.num_blocks)) + list(pool._free)
 
 
 # -- ceilings ---------------------------------------------------------------------------------
