@@ -94,6 +94,7 @@ def run_metadata(sim, result, options: dict) -> str:
         "requests_unfinished": len(result.unfinished),
         "simulated_ns": result.end_ns,
         "iterations": result.iterations,
+        "arrival_shift_ns": sim.arrival_shift_ns,  # add to the CSV's times for the workload's own clock
     }
     return json.dumps(doc, indent=1) + "\n"
 

@@ -113,6 +113,10 @@ def _simulate(o: dict) -> tuple:
     announce(sim, quiet)
     if o["dataset"] is None and not quiet:
         click.echo(f"[INFO] no --dataset: synthetic workload, {SYNTHETIC_WORKLOAD} ({len(sim.requests)} requests)")
+    if sim.arrival_shift_ns and not quiet:
+        click.echo(f"[INFO] the first request arrives at {sim.arrival_shift_ns} ns (over a day in): every arrival "
+                   "is moved that much earlier, so the run starts at t=0; outputs use the moved times "
+                   "(arrival_shift_ns in the metadata)")
     interval_ns = 0 if quiet else int(round(o["log_interval"] * NS_PER_S))
     on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None
     on_graph = None
