@@ -20,7 +20,7 @@ from llmsim.results import SimResult
 from llmsim.session import Session
 
 from .inputs import topology_dims, write_inputs
-from .run_folder import remove_run_folder
+from .run_folder import RunFolder
 from .process import AstraProcess, BackendError
 from .traces import write_graph, write_wait
 
@@ -47,12 +47,12 @@ class _Stage0:
 class ForkBackend(ClockOwningBackend):
     name = "astra-sim-fork"
 
-    def __init__(self, cluster, binary: Path, workdir: Path, timeout_s: float = 60.0, remove_workdir: bool = False):
+    def __init__(self, cluster, binary: Path, workdir: Path, timeout_s: float = 60.0, run_folder: RunFolder | None = None):
         self.cluster = cluster
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.timeout_s = timeout_s
-        self.remove_workdir = remove_workdir  # a temporary run folder goes with close()
+        self.run_folder = run_folder  # locked for the run; released (a temporary one removed) by close()
         self.multi_dim = len(topology_dims(cluster)) > 1
         self._waits = 0
         self.session: Session | None = None
@@ -64,9 +64,8 @@ class ForkBackend(ClockOwningBackend):
         self._end_ns = 0  # the last completion: the run's end, as on the embedded backend
 
     def close(self) -> None:
-        if self.remove_workdir:
-            remove_run_folder(self.workdir)
-            self.remove_workdir = False
+        if self.run_folder is not None:
+            self.run_folder.release()
 
     # -- files --------------------------------------------------------------------------------------
     def _batch_prefix(self, i: int, batch_id: int) -> Path:

@@ -1,17 +1,12 @@
 """The bridge's entry points (setup.cfg): the `astra-sim` backend and the `chakra` trace writer."""
-import fcntl
 import math
-import os
-import secrets
-import shutil
-import tempfile
 from pathlib import Path
 
 from llmsim.errors import InputError
 
 from .binary import find_binary
 from .fork_driver import ForkBackend
-from .run_folder import PARENT
+from .run_folder import RunFolder
 from .inputs import topology_dims
 from .traces import write_graph
 from .upstream import UpstreamBackend
@@ -27,52 +22,13 @@ def make_backend(sim, options: dict):
     timeout_s = 120.0 if raw is None else float(raw)
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise InputError(f"--astra-sim-timeout: must be a positive number of seconds, not {raw!r}")
-    wd = Path(workdir) if workdir else _temp_run_folder()
-    try:
-        wd.mkdir(parents=True, exist_ok=True)
-        lock = open(wd / ".llmsim.lock", "w")
-    except OSError as e:
-        raise InputError(f"{wd}: cannot use as the ASTRA-Sim run folder ({e.strerror})") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        raise InputError(f"{wd}: the ASTRA-Sim run folder is in use by another llmsim run; "
-                         f"give each run its own --astra-sim-workdir") from None
+    folder = RunFolder.claim(workdir)
     cls = ForkBackend if flavor == "llmservingsim" else UpstreamBackend
     try:
-        backend = cls(sim.cluster, found.path, wd, timeout_s, remove_workdir=not workdir)
+        return cls(sim.cluster, found.path, folder.path, timeout_s, run_folder=folder)
     except BaseException:
-        lock.close()
-        if not workdir:
-            shutil.rmtree(wd, ignore_errors=True)
+        folder.release()
         raise
-    backend._workdir_lock = lock  # held (flock) for the run's lifetime; released when the file closes
-    return backend
-
-
-def _temp_run_folder() -> Path:
-    """A fresh folder under tempfile.gettempdir()/llmsim-astra/<pid>-<random>; folders left by runs
-    whose process is gone (e.g. SIGKILLed) are removed first."""
-    parent = Path(tempfile.gettempdir()) / PARENT
-    parent.mkdir(parents=True, exist_ok=True)
-    for old in parent.iterdir():
-        pid = old.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    wd = parent / f"{os.getpid()}-{secrets.token_hex(4)}"
-    wd.mkdir(parents=True)  # parents: another run may have just removed the empty parent
-    return wd
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def trace_dumper(cluster, folder: str, flavor: str):

@@ -24,7 +24,7 @@ from llmsim.graph.iteration import IterationGraph
 
 from .chakra.codec import comp_node, global_metadata, write_et
 from .inputs import upstream_dims, write_inputs
-from .run_folder import remove_run_folder
+from .run_folder import RunFolder
 from .process import BackendError
 from .traces import write_graph
 
@@ -36,10 +36,10 @@ class UpstreamBackend(StageTimingBackend):
     needs_graphs = True
 
     def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0,
-                 remove_workdir: bool = False):
+                 run_folder: RunFolder | None = None):
         self.cluster = cluster
         self.binary, self.workdir, self.timeout_s = Path(binary), Path(workdir), timeout_s
-        self.remove_workdir = remove_workdir  # a temporary run folder goes with close()
+        self.run_folder = run_folder  # locked for the run; released (a temporary one removed) by close()
         self.paths = write_inputs(cluster, self.workdir, "upstream")
         self.multi_dim = len(upstream_dims(cluster)) > 1
         self.total_npus = math.prod(upstream_dims(cluster))
@@ -54,9 +54,8 @@ class UpstreamBackend(StageTimingBackend):
         return BatchTiming(events[0].first_rank_end_ns, events[-1].end_ns, events if detail else None)
 
     def close(self) -> None:
-        if self.remove_workdir:
-            remove_run_folder(self.workdir)
-            self.remove_workdir = False
+        if self.run_folder is not None:
+            self.run_folder.release()
 
     def _stage_busy(self, graph: IterationGraph) -> list[int]:
         prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"

@@ -148,8 +148,9 @@ def test_tp2_single_stage_runs_through_the_stand_in(tmp_path):
 
 def test_mixed_tp_sizes_are_refused_by_the_bridge(tmp_path):
     import json
+    from pathlib import Path
 
-    cfg = json.load(open("configs/cluster/single_node_multi_instance.json"))
+    cfg = json.loads(Path("configs/cluster/single_node_multi_instance.json").read_text())
     cfg["nodes"][0]["instances"][1].update(tp_size=2, num_npus=2)
     p = tmp_path / "mixed.json"
     p.write_text(json.dumps(cfg))

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from conftest import read_rows, run_cli
+from conftest import ROOT, read_rows, run_cli
 
-BASE = json.load(open("configs/cluster/single_node_pp_instance.json"))
+BASE = json.loads((ROOT / "configs/cluster/single_node_pp_instance.json").read_text())
 
 
 def _cfg(tmp_path, mutate):

@@ -3,6 +3,7 @@ each case runs the plain scheduler (--no-fast-path) and the fast path on the sam
 compares the per-request CSV, the iteration log and the printed summary."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_budget_truncation_and_threshold(tmp_path):
 
 def test_prefix_heavy_mixed_with_lanes(tmp_path):
     # Every other request keeps its token ids (prefix cache hits, hashed blocks), the rest ride lanes.
-    lines = open(SHAREGPT).read().splitlines()[:200]
+    lines = Path(SHAREGPT).read_text().splitlines()[:200]
     mixed = tmp_path / "mixed.jsonl"
     with open(mixed, "w") as f:
         for k, line in enumerate(lines):
@@ -142,7 +143,7 @@ def test_requests_finishing_together_free_in_running_order(tmp_path):
 
 
 def test_sessions_and_two_instances(tmp_path):
-    lines = [json.loads(l) for l in open(SHAREGPT).read().splitlines()[:90]]
+    lines = [json.loads(l) for l in Path(SHAREGPT).read_text().splitlines()[:90]]
     wl = tmp_path / "sessions.jsonl"
     with open(wl, "w") as f:
         for s in range(30):

@@ -1,6 +1,7 @@
 """`llmsim validate` on the shipped RTX 4090 run (vLLM 0.19, 300 ShareGPT requests)."""
 import csv
 import json
+from pathlib import Path
 
 from conftest import run_cli
 
@@ -53,11 +54,11 @@ def _copy_run(tmp_path, layout="reference"):
     run.mkdir()
     for f in ("meta.json", "requests.jsonl", "timeseries.csv"):
         shutil.copy(f"{src}/{f}", run / f)
-    cfg = json.load(open(f"{RUN}/cluster.json"))
+    cfg = json.loads(Path(f"{RUN}/cluster.json").read_text())
     if layout == "mem_util":
         cfg["nodes"][0]["instances"][0]["npu_mem"]["mem_util"] = 0.833919
     (run / ("config.json" if layout == "reference" else "cluster.json")).write_text(json.dumps(cfg))
-    meta = json.load(open(run / "meta.json"))
+    meta = json.loads(Path(run / "meta.json").read_text())
     meta["dataset_path"] = "/elsewhere/" + meta["dataset_path"].split("/")[-1]  # not where it was recorded
     if layout == "no_blocks":
         meta.get("kv_cache", {}).pop("num_gpu_blocks", None)
