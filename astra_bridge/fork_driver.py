@@ -20,7 +20,7 @@ from llmsim.results import SimResult
 from llmsim.session import Session
 
 from .inputs import topology_dims, write_inputs
-from .run_folder import RunFolder
+from .run_folder import RunFolder, TraceFiles
 from .process import AstraProcess, BackendError
 from .traces import write_graph, write_wait
 
@@ -31,7 +31,7 @@ class _Npu:
     instance: int
     is_start: bool
     is_end: bool
-    given: list = field(default_factory=lambda: [("wait", None)])  # handed, in order: (kind, batch id)
+    given: list = field(default_factory=lambda: [("wait", None)])  # handed, in order: (kind, batch or wait id)
     seen: int = -1  # the last workload it reported finished
 
 
@@ -47,13 +47,15 @@ class _Stage0:
 class ForkBackend(ClockOwningBackend):
     name = "astra-sim-fork"
 
-    def __init__(self, cluster, binary: Path, workdir: Path, timeout_s: float = 60.0, run_folder: RunFolder | None = None):
+    def __init__(self, cluster, binary: Path, workdir: Path, timeout_s: float = 60.0,
+                 run_folder: RunFolder | None = None, keep_traces: bool = False):
         self.cluster = cluster
         self.binary = Path(binary)
         self.workdir = Path(workdir)
         self.timeout_s = timeout_s
         self.run_folder = run_folder  # locked for the run; released (a temporary one removed) by close()
         self.multi_dim = len(topology_dims(cluster)) > 1
+        self.traces = TraceFiles(self.workdir / "workload", keep_traces)
         self._waits = 0
         self.session: Session | None = None
         # The embedded model's timeline, run alongside: it predicts when batches in flight complete,
@@ -71,13 +73,16 @@ class ForkBackend(ClockOwningBackend):
     def _batch_prefix(self, i: int, batch_id: int) -> Path:
         return self.workdir / "workload" / f"instance{i}_batch{batch_id}" / "llm"
 
+    def _wait_path(self, n: int) -> Path:
+        return self.workdir / "workload" / f"wait{n}" / "llm"
+
     def _wait_prefix(self, inst_cfg, until_ns: int, now: int) -> Path:
         """A wait for the start NPU; the NPUs it manages get an empty workload, so a busy middle
         stage is not held up."""
         self._waits += 1
         others = range(inst_cfg.first_npu + 1, inst_cfg.first_npu + inst_cfg.num_npus)
-        return write_wait([inst_cfg.first_npu], self.workdir / "workload" / f"wait{self._waits}" / "llm",
-                          "llmservingsim", until_ns - now, empty=others)
+        return write_wait([inst_cfg.first_npu], self._wait_path(self._waits), "llmservingsim", until_ns - now,
+                          empty=others)
 
     def _wake_time(self, i: int, now: int) -> int | None:
         """When instance i's stage 0 should next look for work: the next arrival or the predicted
@@ -115,6 +120,8 @@ class ForkBackend(ClockOwningBackend):
             if last != inst.first_npu:
                 self._npus[last] = _Npu(inst.index, False, True)
         self._stage0 = [_Stage0(wait_until=first) for _ in s.instances]
+        self._open_waits: list[list[int]] = [[] for _ in s.instances]  # waits handed since the last batch
+        self._waits_before: dict[tuple[int, int], list[int]] = {}
         self._reported: dict[tuple[int, int], set] = {}  # pp=1, tp>1: which ranks have reported a batch
         proc = AstraProcess(self._command(paths, startup), str(self.workdir), self.timeout_s)
         now = 0
@@ -145,6 +152,8 @@ class ForkBackend(ClockOwningBackend):
                 raise BackendError(f"ASTRA-Sim: {verdict}")
         finally:
             proc.close()
+            for n in (n for waits in [*self._open_waits, *self._waits_before.values()] for n in waits):
+                self.traces.done(self._wait_path(n))  # the binary has exited: nothing reads them now
         return s.finish(self._end_ns)
 
     def _pp1_split(self, i: int) -> bool:
@@ -216,7 +225,8 @@ class ForkBackend(ClockOwningBackend):
         t = self._wake_time(i, now)
         if t is None:
             return "pass"
-        npu.given.append(("wait", None))
+        npu.given.append(("wait", self._waits + 1))
+        self._open_waits[i].append(self._waits + 1)
         st.wait_until = t
         st.busy = True
         return str(self._wait_prefix(self.cluster.instances[i], t, now))
@@ -246,7 +256,9 @@ class ForkBackend(ClockOwningBackend):
         if formed is None:
             return None
         batch, graph = formed
-        write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim)
+        prefix = write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim)
+        self.traces.written(prefix)
+        self._waits_before[(i, batch.id)], self._open_waits[i] = self._open_waits[i], []
         self._predicted[(i, batch.id)] = self.shadow.submit(self.session.instances[i], batch, graph, now).end_ns
         self._sched_ns[(i, batch.id)] = now
         return batch.id
@@ -259,5 +271,10 @@ class ForkBackend(ClockOwningBackend):
         s.record(batch, [StageEvent(i, cfg.pp_size - 1, cfg.first_npu + cfg.num_npus - 1, bid,
                                     self._sched_ns.pop((i, bid)), now)])
         del self._predicted[(i, bid)]
+        # Every NPU of the instance is done with the batch, and so with the waits handed before it:
+        # the NPUs a start NPU manages queue their empty wait workloads and open them in turn.
+        self.traces.done(self._batch_prefix(i, bid))
+        for n in self._waits_before.pop((i, bid)):
+            self.traces.done(self._wait_path(n))
         self._end_ns = max(self._end_ns, now)
         s.complete_batch(i, bid, now)

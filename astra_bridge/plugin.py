@@ -25,7 +25,8 @@ def make_backend(sim, options: dict):
     folder = RunFolder.claim(workdir)
     cls = ForkBackend if flavor == "llmservingsim" else UpstreamBackend
     try:
-        return cls(sim.cluster, found.path, folder.path, timeout_s, run_folder=folder)
+        return cls(sim.cluster, found.path, folder.path, timeout_s, run_folder=folder,
+                   keep_traces=bool(options.get("keep_traces")))
     except BaseException:
         folder.release()
         raise

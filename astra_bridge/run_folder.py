@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -76,3 +77,43 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+WARN_AT_BYTES = (1 << 30, 10 << 30, 100 << 30)
+
+
+class TraceFiles:
+    """The per-batch trace folders of a run. Without --keep-traces each goes as soon as ASTRA-Sim
+    is done with it, so a long run needs the disk of the batches in flight, not of all of them.
+    With it, the cost is said after the first batch and again as the folder passes 1, 10, 100 GiB."""
+
+    def __init__(self, root: Path, keep: bool):
+        self.root, self.keep = root, keep
+        self.kept_bytes = 0
+        self.kept_batches = 0
+        self._next_warning = 0
+
+    def written(self, prefix: Path) -> None:
+        if not self.keep:
+            return
+        size = sum(p.stat().st_size for p in prefix.parent.iterdir())
+        self.kept_bytes += size
+        self.kept_batches += 1
+        if self.kept_batches == 1:
+            warnings.warn(f"--keep-traces: every batch's traces stay in {self.root}, about {size / 1024:.0f} KiB "
+                          f"per batch on this cluster ({size * 10_000 / 2**30:.1f} GiB per 10,000 batches)")
+        while self._next_warning < len(WARN_AT_BYTES) and self.kept_bytes >= WARN_AT_BYTES[self._next_warning]:
+            warnings.warn(f"--keep-traces: {self.root} now holds {self.kept_bytes / 2**30:.1f} GiB of traces "
+                          f"({self.kept_batches} batches)")
+            self._next_warning += 1
+
+    def done(self, prefix: Path) -> None:
+        """ASTRA-Sim has finished the workload at prefix."""
+        if not self.keep:
+            shutil.rmtree(prefix.parent, ignore_errors=True)
+
+    def same_as(self, prefix: Path, earlier: Path) -> None:
+        """prefix's traces repeat earlier's byte for byte: a kept one becomes a link to it."""
+        shutil.rmtree(prefix.parent, ignore_errors=True)
+        if self.keep:
+            prefix.parent.symlink_to(os.path.relpath(earlier.parent, prefix.parent.parent))

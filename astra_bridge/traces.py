@@ -17,8 +17,10 @@ from .chakra.codec import (CollectiveCommType, coll_node, comp_node, global_meta
 
 
 def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_dim: bool,
-              first_id: int = 0, mem_cost_ns=None) -> list:
-    """mem_cost_ns(size) -> ns: with it, upstream traces fold host-memory ops into compute time."""
+              first_id: int = 0, mem_cost_ns=None, tag: int | None = None) -> list:
+    """mem_cost_ns(size) -> ns: with it, upstream traces fold host-memory ops into compute time.
+    tag: the send/recv tag (default: the batch id)."""
+    tag = graph.batch_id if tag is None else tag
     prog = graph.stages[stage]
     me = graph.npu(stage, rank)
     nodes, fused, fused_names = [], 0, []
@@ -54,24 +56,28 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
             dims = [True, False] if multi_dim else None  # TP collectives span dimension 0 only
             add(coll_node, op.name, CollectiveCommType.ALL_REDUCE, op.size_bytes, involved_dim=dims)
         elif op.kind is OpKind.SEND:
-            add(send_node, op.name, me, graph.npu(op.peer_stage, rank), op.size_bytes, graph.batch_id)
+            add(send_node, op.name, me, graph.npu(op.peer_stage, rank), op.size_bytes, tag)
         elif op.kind is OpKind.RECV:
-            add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, graph.batch_id)
+            add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, tag)
         elif op.kind in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
             add(mem_node, op.name, op.kind is OpKind.MEM_STORE, op.size_bytes)
     flush()
     return nodes
 
 
-def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool, mem_cost_ns=None) -> Path:
-    """Write `<prefix>.<npu>.et` for every NPU of the graph's instance; returns the prefix."""
+def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool, mem_cost_ns=None,
+                anonymous: bool = False) -> Path:
+    """Write `<prefix>.<npu>.et` for every NPU of the graph's instance; returns the prefix.
+    anonymous: no batch id in the files (tag 0), so two batches of one shape give identical bytes
+    (a graph run in a process of its own needs no unique tags)."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file=f"instance{graph.instance}_batch{graph.batch_id}")
+    name = "iteration" if anonymous else f"instance{graph.instance}_batch{graph.batch_id}"
+    meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file=name)
     for stage in range(graph.pp_size):
         for rank in range(graph.tp_size):
             npu = graph.npu(stage, rank)
             write_et(f"{prefix}.{npu}.et", meta, npu_nodes(graph, stage, rank, flavor, multi_dim,
-                                                           mem_cost_ns=mem_cost_ns))
+                                                           mem_cost_ns=mem_cost_ns, tag=0 if anonymous else None))
     return prefix
 
 

@@ -24,7 +24,7 @@ from llmsim.graph.iteration import IterationGraph
 
 from .chakra.codec import comp_node, global_metadata, write_et
 from .inputs import upstream_dims, write_inputs
-from .run_folder import RunFolder
+from .run_folder import RunFolder, TraceFiles
 from .process import BackendError
 from .traces import write_graph
 
@@ -36,7 +36,7 @@ class UpstreamBackend(StageTimingBackend):
     needs_graphs = True
 
     def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0,
-                 run_folder: RunFolder | None = None):
+                 run_folder: RunFolder | None = None, keep_traces: bool = False):
         self.cluster = cluster
         self.binary, self.workdir, self.timeout_s = Path(binary), Path(workdir), timeout_s
         self.run_folder = run_folder  # locked for the run; released (a temporary one removed) by close()
@@ -45,7 +45,8 @@ class UpstreamBackend(StageTimingBackend):
         self.total_npus = math.prod(upstream_dims(cluster))
         self._host = {i.index: cluster.cpu_mem[i.node] for i in cluster.instances}
         self.placement = Placement(cluster)
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, tuple[list[int], Path]] = {}  # trace digest -> (stage times, first prefix)
+        self.traces = TraceFiles(self.workdir / "graphs", keep_traces)
 
     def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
         # ASTRA-Sim's measured stage times already include host-memory loads and stores.
@@ -61,7 +62,7 @@ class UpstreamBackend(StageTimingBackend):
         prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"
         host = self._host[graph.instance]
         write_graph(graph, prefix, "upstream", self.multi_dim,
-                    mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size))
+                    mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size), anonymous=True)
         # Upstream simulates the whole system: other NPUs get a 1 us compute node (it rejects an
         # empty workload); they exchange nothing with ours, so our timing is unaffected.
         mine = {graph.npu(s, r) for s in range(graph.pp_size) for r in range(graph.tp_size)}
@@ -70,12 +71,18 @@ class UpstreamBackend(StageTimingBackend):
             if npu not in mine:
                 write_et(f"{prefix}.{npu}.et", global_metadata(schema="1.0.2-chakra.0.0.4"), idle)
         key = hashlib.sha256(b"".join(Path(f"{prefix}.{n}.et").read_bytes() for n in sorted(mine))).hexdigest()
-        if key not in self._cache:
-            finish = self._run(prefix, graph)
-            ends = [finish[graph.npu(s, 0)] for s in range(graph.pp_size)]
-            # A stage starts when its RECV completes, i.e. when the previous stage's SEND lands.
-            self._cache[key] = [ends[0]] + [b - a for a, b in zip(ends, ends[1:])]
-        return self._cache[key]
+        if key in self._cache:
+            busy, first = self._cache[key]
+            self.traces.same_as(prefix, first)
+            return busy
+        self.traces.written(prefix)
+        finish = self._run(prefix, graph)
+        self.traces.done(prefix)
+        ends = [finish[graph.npu(s, 0)] for s in range(graph.pp_size)]
+        # A stage starts when its RECV completes, i.e. when the previous stage's SEND lands.
+        busy = [ends[0]] + [b - a for a, b in zip(ends, ends[1:])]
+        self._cache[key] = (busy, prefix)
+        return busy
 
     def _run(self, prefix: Path, graph: IterationGraph) -> dict[int, int]:
         cmd = [str(self.binary), f"--workload-configuration={prefix}",

@@ -5,6 +5,7 @@ CI has no C++ build, so a shim named like the fork's binary runs the protocol st
 (the fork's AnalyticalAstra, or upstream's AstraSim_Analytical_Congestion_Unaware) the last tests
 run against it; otherwise they skip.
 """
+import json
 import os
 import subprocess
 import time
@@ -29,13 +30,28 @@ def _run(tmp_path, cfg, *extra, name="run", dataset=EXAMPLE):
 def test_same_csv_as_embedded_through_the_stand_in(tmp_path, cfg):
     res, emb = _run(tmp_path, cfg, name="embedded")
     assert res.exit_code == 0, res.output
-    res, fork = _run(tmp_path, cfg, "--backend", "astra-sim", "--astra-sim-bin", shim(tmp_path),
-                     "--astra-sim-workdir", tmp_path / "wd", name="fork")
+    with pytest.warns(UserWarning, match=f"--keep-traces: every batch's traces stay in {tmp_path / 'wd'}"):
+        res, fork = _run(tmp_path, cfg, "--backend", "astra-sim", "--astra-sim-bin", shim(tmp_path),
+                         "--astra-sim-workdir", tmp_path / "wd", "--keep-traces", name="fork")
     assert res.exit_code == 0, res.output
     assert fork.read_bytes() == emb.read_bytes()
-    # the run folder holds the inputs and every batch's per-NPU traces
+    # the run folder holds the inputs and every batch's per-NPU traces, and says what they cost
     assert (tmp_path / "wd" / "network" / "network.yml").is_file()
     assert (tmp_path / "wd" / "workload" / "instance0_batch0" / "llm.0.et").is_file()
+
+
+def _batch_traces(wd):
+    return [p for p in wd.rglob("*.et") if "event_handler" not in p.parts]
+
+
+def test_finished_traces_are_removed_as_the_run_goes(tmp_path):
+    """Without --keep-traces a batch's files go once ASTRA-Sim is done with them: a long run needs
+    the disk of the batches in flight only."""
+    res, _ = _run(tmp_path, "configs/cluster/single_node_pp_instance.json", "--backend", "astra-sim",
+                  "--astra-sim-bin", shim(tmp_path), "--astra-sim-workdir", tmp_path / "wd")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "wd" / "network" / "network.yml").is_file()
+    assert _batch_traces(tmp_path / "wd") == []
 
 
 def _no_orphans(tmp_path):
@@ -79,8 +95,8 @@ def test_send_recv_size_mismatch_is_reported_not_hung(tmp_path, monkeypatch):
 
     real = traces.npu_nodes
 
-    def broken(graph, stage, rank, flavor, multi_dim, first_id=0, mem_cost_ns=None):
-        nodes = real(graph, stage, rank, flavor, multi_dim, first_id, mem_cost_ns)
+    def broken(graph, stage, rank, flavor, multi_dim, first_id=0, mem_cost_ns=None, tag=None):
+        nodes = real(graph, stage, rank, flavor, multi_dim, first_id, mem_cost_ns, tag)
         for n in nodes:
             for a in n.attr:
                 if a.name == "comm_size" and stage == 1:
@@ -122,8 +138,10 @@ def test_real_build_runs_to_completion_and_agrees(tmp_path, cfg):
     flavor = FLAVOR_OF_NAME.get(os.path.basename(REAL), "llmservingsim")
     path = f"configs/cluster/{cfg}.json"
     res, emb = _run(tmp_path, path, name="embedded")
-    res, real = _run(tmp_path, path, "--backend", "astra-sim", "--astra-sim-flavor", flavor, name="real")
+    res, real = _run(tmp_path, path, "--backend", "astra-sim", "--astra-sim-flavor", flavor, "--astra-sim-workdir",
+                     tmp_path / "wd", name="real")
     assert res.exit_code == 0, res.output
+    assert _batch_traces(tmp_path / "wd") == []  # each removed once the build was done with it
     a, b = read_rows(emb), read_rows(real)
     assert [r["request id"] for r in a] == [r["request id"] for r in b]
     if flavor == "llmservingsim" and "tp" not in cfg:
@@ -133,6 +151,28 @@ def test_real_build_runs_to_completion_and_agrees(tmp_path, cfg):
         # ring with ns-level offsets: within 0.5 % of latency
         for x, y in zip(a, b):
             assert abs(int(x["latency"]) - int(y["latency"])) <= 0.005 * int(x["latency"])
+
+
+@needs_real
+def test_real_build_keeps_traces_and_links_repeated_ones(tmp_path):
+    """Two identical requests, 10 s apart: the second's batches repeat the first's graphs."""
+    flavor = FLAVOR_OF_NAME.get(os.path.basename(REAL), "llmservingsim")
+    ds = tmp_path / "twice.jsonl"
+    ds.write_text("".join(json.dumps({"input_toks": 40, "output_toks": 6, "arrival_time_ns": t}) + "\n"
+                          for t in (0, 10**10)))
+    wd = tmp_path / "wd"
+    res, _ = _run(tmp_path, "configs/cluster/single_node_pp_instance.json", "--backend", "astra-sim",
+                  "--astra-sim-flavor", flavor, "--astra-sim-workdir", wd, "--keep-traces", dataset=ds, name="real")
+    assert res.exit_code == 0, res.output
+    folders = sorted((wd / ("graphs" if flavor == "upstream" else "workload")).glob("instance0_batch*"))
+    assert len(folders) == 12  # 6 batches per request
+    if flavor == "upstream":  # a graph already run is a link to the first copy, not a second one
+        links = [f for f in folders if f.is_symlink()]
+        assert len(links) >= 6  # at least the second request's six
+        batch = lambda f: int(f.name.rsplit("batch", 1)[1])
+        for f in links:
+            target = f.parent / os.readlink(f)
+            assert not target.is_symlink() and batch(target) < batch(f) and (target / "llm.0.et").is_file()
 
 
 def test_tp2_single_stage_runs_through_the_stand_in(tmp_path):

@@ -63,8 +63,10 @@ def factory(request, tmp_path, monkeypatch):
         exe.parent.mkdir(parents=True, exist_ok=True)
         exe.write_text("#!/bin/sh\nexit 9\n")  # never run: _run is faked
         exe.chmod(0o755)
+        # not exact: a batch whose trace repeats an earlier one byte for byte (traces hold whole
+        # microseconds) reuses that run's times, which the fake took from the earlier graph
         return (lambda sim: make_backend(sim, "astra-sim", {"astra_sim_bin": str(exe),
-                                                             "astra_sim_flavor": "upstream"})), True
+                                                             "astra_sim_flavor": "upstream"})), False
     flavor = "llmservingsim" if kind == "fork-real" else "upstream"
     path = _real(flavor)
     if not path:
