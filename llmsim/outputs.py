@@ -59,6 +59,7 @@ class Reservation:
     staged: dict = field(default_factory=dict)  # user path -> (temp path, final path) for regular files
     streams: list = field(default_factory=list)  # user paths written through
     stdout: object = field(default_factory=lambda: sys.stdout)  # the real one, even under redirect_stdout
+    made_dirs: list = field(default_factory=list)  # folders reserve() created, removed again on discard
 
     def write(self, files: dict) -> None:
         """data: str, bytes, or an iterable of str chunks (large outputs are streamed). A reserved
@@ -90,6 +91,7 @@ class Reservation:
                 if os.path.isfile(final):
                     os.unlink(final)
         self.staged.clear()
+        self.made_dirs.clear()
 
     def discard(self) -> None:
         for tmp, _ in self.staged.values():
@@ -98,6 +100,12 @@ class Reservation:
             except FileNotFoundError:
                 pass
         self.staged.clear()
+        for d in reversed(self.made_dirs):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        self.made_dirs.clear()
 
     def __enter__(self):
         return self
@@ -152,7 +160,9 @@ def reserve(outputs: list, inputs: dict) -> Reservation:
                 continue
             final = Path(os.path.realpath(path))  # a symlink's target is replaced, the link kept
             try:
+                missing = [d for d in (final.parent, *final.parent.parents) if not d.exists()]
                 final.parent.mkdir(parents=True, exist_ok=True)
+                res.made_dirs += [d for d in reversed(missing) if d not in res.made_dirs]
                 fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
             except OSError as e:
                 raise InputError(f"{path}: cannot write {what} ({e.strerror or e})") from None

@@ -89,6 +89,8 @@ CASES = {
         "--output", t / "o.csv", "--iteration-log", t / "o.csv.summary.json"]), ["same file as the summary"]),
     "stdout twice": (lambda t: (None, EXAMPLE, ["--output", "-", "--iteration-log", "-"]), ["same file"]),
     "output a folder": (lambda t: (None, EXAMPLE, ["--output", t]), ["is a directory"]),
+    "output in a new folder, bad config": (lambda t: (_cfg(t, "c.json", lambda c: c.update(link_bw=-1)), EXAMPLE,
+                                                      ["--output", t / "new" / "deeper" / "o.csv"]), ["link_bw"]),
     "output under /proc": (lambda t: (None, EXAMPLE, ["--output", "/proc/llmsim-x.csv"]),
                            ["/proc/llmsim-x.csv", "cannot write output"]),
 }
@@ -100,7 +102,7 @@ def _astra_folders():
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return {p: p.read_bytes() if p.is_file() else "folder" for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))

@@ -62,6 +62,8 @@ def _copy_run(tmp_path, layout="reference"):
     meta["dataset_path"] = "/elsewhere/" + meta["dataset_path"].split("/")[-1]  # not where it was recorded
     if layout == "no_blocks":
         meta.get("kv_cache", {}).pop("num_gpu_blocks", None)
+    if layout == "tiny_tick":
+        meta["tick_seconds"] = 1e-9
     (run / "meta.json").write_text(json.dumps(meta))
     return run
 
@@ -94,3 +96,11 @@ def test_default_output_folder_depends_on_the_kv_blocks_mode(tmp_path, monkeypat
         res = run_cli("validate", "--vllm-run", ROOT / RUN, "--kv-blocks", mode)
         assert res.exit_code == 0, res.output
         assert (tmp_path / "outputs/validate/RTX4090-Llama-3.1-8B" / mode / "table.csv").is_file()
+
+
+def test_a_tick_interval_out_of_range_stops_before_simulating(tmp_path):
+    res = run_cli("validate", "--vllm-run", _copy_run(tmp_path, "tiny_tick"), "--out", tmp_path / "o")
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == (f"error: {tmp_path / 'run' / 'meta.json'}: tick_seconds: expected "
+                                                   "seconds within [0.001, 3600], got 1e-09")
+    assert not (tmp_path / "o").exists()

@@ -62,18 +62,18 @@ def validate(ctx, vllm_run, kv_blocks, out_dir, **opts):
         click.echo(f"[WARNING] {opts['dataset']}: sha256 differs from the run's dataset_hash", err=True)
     click.echo(f"[INFO] settings: {', '.join(f'{k}={opts[k]} ({s})' for k, s in sorted(source.items()))}; "
                "others at their defaults")
+    interval_s = _tick_seconds(vr.meta, meta_json)
     out = Path(out_dir or Path("outputs") / "validate" / vr.root.resolve().name / kv_blocks)
     inputs = {p: "input" for p in (opts["cluster_config"], opts["dataset"], meta_json, vr.vdir / "requests.jsonl",
                                    vr.vdir / "timeseries.csv")}
     with reserve([(out / name, "validation output") for name in ("table.csv", *PLOT_NAMES)], inputs) as outputs:
-        _simulate(vr, out, opts, source, outputs)
+        _simulate(vr, out, opts, source, outputs, interval_s)
 
 
-def _simulate(vr, out: Path, opts: dict, source: dict, outputs) -> None:
+def _simulate(vr, out: Path, opts: dict, source: dict, outputs, interval_s: float) -> None:
     sim = prepare(opts["cluster_config"], engine_args(opts), opts["dataset"], opts["num_reqs"])
     _warn_config_overrides(sim, opts, source)
     announce(sim, quiet=False)
-    interval_s = float(vr.meta.get("tick_seconds", 1.0))
     result = run(sim, routing_policy=opts["request_routing_policy"], log_interval_ns=int(interval_s * 1e9),
                  seed=opts["seed"])
     if result.unfinished:
@@ -85,6 +85,18 @@ def _simulate(vr, out: Path, opts: dict, source: dict, outputs) -> None:
     files.update({out / name: data for name, data in plots(v, s, vr.timeseries, result.heartbeats, interval_s).items()})
     outputs.write(files)
     click.echo(f"[INFO] wrote {', '.join(str(p) for p in files)}")
+
+
+def _tick_seconds(meta: dict, where) -> float:
+    """vLLM's logging interval, which the throughput plot bins llmsim's heartbeats by."""
+    raw = meta.get("tick_seconds", 1.0)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 1e-3 <= value <= 3600:
+        raise InputError(f"{where}: tick_seconds: expected seconds within [0.001, 3600], got {raw!r}")
+    return value
 
 
 def _warn_config_overrides(sim, opts: dict, source: dict) -> None:
