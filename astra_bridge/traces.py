@@ -6,7 +6,8 @@ stage holds only its own layers; TP all-reduces carry the full tensor; non-final
 the matching SEND (same tag, src, dst, size), the last stage with the output MEM_STORE.
 The fork flavour keeps one COMP node per layer (durations in ns). Upstream reads whole
 microseconds, so rounding ~300 layer nodes would drift by up to ~1 % per iteration: each run of
-consecutive compute nodes is fused into one node and rounded once.
+consecutive compute nodes is fused into one node, and the runs are rounded so that a stage's
+running total of compute stays within half a microsecond of the exact one.
 """
 from pathlib import Path
 
@@ -29,11 +30,23 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
         deps = [nodes[-1].id] if nodes else []
         nodes.append(make(flavor, first_id + len(nodes), *args, data_deps=deps, **kw))
 
+    # Upstream reads whole microseconds. Rounding each fused run on its own drifts: a stage
+    # repeats the same layer 16-40 times, so the runs' rounding errors repeat too and add up
+    # (+4 to +6 us per stage on the tp=2 x pp=2 example). Each run is instead rounded so the
+    # stage's running total stays within half a microsecond of the exact one.
+    exact_ns, written_us = 0, 0
+
     def flush():
-        nonlocal fused, fused_names
+        nonlocal fused, fused_names, exact_ns, written_us
         if fused:
             name = fused_names[0] if len(fused_names) == 1 else f"{fused_names[0]}..{fused_names[-1]}({len(fused_names)})"
-            add(comp_node, name, fused)
+            if flavor == "upstream":
+                exact_ns += fused
+                us = max(1, (exact_ns + 500) // 1000 - written_us)
+                written_us += us
+                add(comp_node, name, us * 1000)
+            else:
+                add(comp_node, name, fused)
         fused, fused_names = 0, []
 
     for row, op in enumerate(prog.ops()):

@@ -62,3 +62,25 @@ def test_upstream_flavour_fuses_compute_and_rounds_once(tmp_path):
         assert len(comp) == 1  # no collectives at tp=1: the stage is one fused run
         total = sum(op.duration_ns for op in prog.ops() if op.kind == 0)
         assert comp[0].duration_micros == (total + 500) // 1000
+
+
+def test_upstream_rounding_does_not_accumulate_over_layers(tmp_path):
+    """tp=2: 33 fused runs per stage, the same layer's runs repeating. Each rounded alone, their
+    errors add up (+4.4 us on stage 0 of this batch); the stage total must stay within 0.5 us."""
+    g = _first_graphs("configs/cluster/single_node_tp_pp_instance.json")[0]
+    prefix = write_graph(g, tmp_path / "b0" / "llm", "upstream", multi_dim=True)
+    for stage, prog in enumerate(g.stages):
+        runs, run_ns = [], 0
+        for op in prog.ops():
+            if op.kind == 0:  # COMPUTE
+                run_ns += op.duration_ns
+            elif run_ns:
+                runs.append(run_ns)
+                run_ns = 0
+        runs += [run_ns] if run_ns else []
+        comp = [duration_ns("upstream", n) for k, n in _read(prefix, g.npu(stage, 0), "upstream") if k == "COMP_NODE"]
+        assert len(comp) == len(runs) > 30
+        assert abs(sum(comp) - sum(runs)) <= 500
+        assert abs(sum((r + 500) // 1000 * 1000 for r in runs) - sum(runs)) > 4000  # what per-run rounding gave
+        for k in range(1, len(runs) + 1):  # and every prefix of the stage too
+            assert abs(sum(comp[:k]) - sum(runs[:k])) <= 500

@@ -46,8 +46,9 @@ RUN_OPTIONS = [
                  callback=_finite,
                  help="Seconds ASTRA-Sim may take to report the next event before the run is abandoned."),
     click.option("--dump-traces", default=None, help="Write every iteration's per-NPU Chakra .et files here."),
-    click.option("--trace-flavor", type=click.Choice(["llmservingsim", "upstream"]), default="llmservingsim",
-                 show_default=True, help="Node numbering and duration unit of --dump-traces."),
+    click.option("--trace-flavor", type=click.Choice(["llmservingsim", "upstream"]), default=None,
+                 help="Node numbering and duration unit of --dump-traces (default: the ASTRA-Sim backend's "
+                      "--astra-sim-flavor, else llmservingsim)."),
     click.option("--fast-path/--no-fast-path", default=True, show_default=True,
                  help="Decode lanes (same results, faster); --no-fast-path runs the plain scheduler for checks."),
     click.option("--quiet", is_flag=True, help="No [INFO] lines and no summary."),
@@ -121,7 +122,8 @@ def _simulate(o: dict) -> tuple:
     on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None
     on_graph = None
     if o["dump_traces"]:
-        on_graph = load(TRACE_WRITERS, "chakra")(sim.cluster, o["dump_traces"], o["trace_flavor"])
+        flavor = o["trace_flavor"] or (o["astra_sim_flavor"] if o["backend"] == "astra-sim" else "llmservingsim")
+        on_graph = load(TRACE_WRITERS, "chakra")(sim.cluster, o["dump_traces"], flavor)
     backend = make_backend(sim, o["backend"], backend_options(o) if o["backend"] != "embedded" else None)
     # One run per process, and the run's structures break their own reference cycles (a lane
     # and its batch, a lane and its members): the cycle collector only costs time here.
