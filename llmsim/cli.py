@@ -8,6 +8,7 @@ import click
 from .commands.options import user_errors
 from .commands.run import run_options, simulate
 from .commands.validate import validate
+from .commands.workload import workload
 from .plugins import COMMANDS, load, names
 from .version import __version__
 
@@ -72,3 +73,4 @@ def main(ctx, **opts):
 
 
 main.add_command(validate)
+main.add_command(workload)

@@ -31,7 +31,8 @@ def test_version():
     assert res.exit_code == 0 and res.output == f"llmsim {__version__}\n"
 
 
-@pytest.mark.parametrize("command", [[], ["validate"], ["doctor"], ["trace"], ["trace", "dump"]])
+@pytest.mark.parametrize("command", [[], ["validate"], ["doctor"], ["trace"], ["trace", "dump"], ["workload"],
+                                     ["workload", "generate"]])
 def test_dash_h_on_every_command(command):
     res = run_cli(*command, "-h")
     assert res.exit_code == 0 and res.output.startswith("Usage: "), res.output
