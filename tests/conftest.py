@@ -36,3 +36,25 @@ def standin_shim(tmp_path, name="AnalyticalAstra", env_line=""):
     exe.write_text(f"#!/bin/sh\n{env_line}PYTHONPATH={ROOT} exec {sys.executable} {standin} \"$@\"\n")
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return exe
+
+
+def fake_upstream(monkeypatch, tmp_path):
+    """Upstream's binary replaced: each stage's rank-0 NPU finishes where the embedded model's
+    stage times, run back to back from 0, put it (what a congestion-unaware run reports).
+    Returns an executable named like upstream's binary (never run: _run is faked)."""
+    from astra_bridge.upstream import UpstreamBackend
+    from llmsim.backends.embedded import EmbeddedBackend
+
+    def fake_run(self, prefix, graph):
+        t, out = 0, {}
+        for s, (busy, load, store) in enumerate(EmbeddedBackend(self.cluster).stage_times(graph)):
+            t += busy + load + store
+            out[graph.npu(s, 0)] = t
+        return out
+
+    monkeypatch.setattr(UpstreamBackend, "_run", fake_run)
+    exe = tmp_path / "bin" / "AstraSim_Analytical_Congestion_Unaware"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    exe.write_text("#!/bin/sh\nexit 9\n")
+    exe.chmod(0o755)
+    return exe

@@ -14,7 +14,7 @@ import pytest
 
 from astra_bridge.binary import FLAVOR_OF_NAME
 from conftest import read_rows, run_cli
-from conftest import standin_shim as shim
+from conftest import fake_upstream, standin_shim as shim
 
 EXAMPLE = "workloads/example_trace.jsonl"
 def _run(tmp_path, cfg, *extra, name="run", dataset=EXAMPLE):
@@ -204,21 +204,8 @@ def test_dumped_traces_follow_the_backend_flavour(tmp_path, monkeypatch):
     """--dump-traces writes what the backend runs: upstream's whole-microsecond fused runs with
     --astra-sim-flavor upstream, unless --trace-flavor says otherwise."""
     from astra_bridge.chakra.codec import read_et
-    from astra_bridge.upstream import UpstreamBackend
-    from llmsim.backends.embedded import EmbeddedBackend
 
-    def fake_run(self, prefix, graph):  # the binary's report, from the embedded model
-        t, out = 0, {}
-        for s, (busy, load, store) in enumerate(EmbeddedBackend(self.cluster).stage_times(graph)):
-            t += busy + load + store
-            out[graph.npu(s, 0)] = t
-        return out
-
-    monkeypatch.setattr(UpstreamBackend, "_run", fake_run)
-    exe = tmp_path / "bin" / "AstraSim_Analytical_Congestion_Unaware"
-    exe.parent.mkdir()
-    exe.write_text("#!/bin/sh\nexit 9\n")
-    exe.chmod(0o755)
+    exe = fake_upstream(monkeypatch, tmp_path)
     counts = {}
     for tag, extra in (("follows", []), ("forced", ["--trace-flavor", "llmservingsim"])):
         res, _ = _run(tmp_path, "configs/cluster/single_node_pp_instance.json", "--backend", "astra-sim",

@@ -15,26 +15,11 @@ from llmsim.backends.base import Backend, Capability, ClockOwningBackend, StageT
 from llmsim.config.engine import EngineArgs
 from llmsim.session import Session
 from llmsim.simulate import make_backend, prepare, run
-from conftest import standin_shim
+from conftest import fake_upstream, standin_shim
 
 PP2 = "configs/cluster/single_node_pp_instance.json"
 TP2PP2 = "configs/cluster/single_node_tp_pp_instance.json"
 EXAMPLE = "workloads/example_trace.jsonl"
-def _fake_upstream(monkeypatch):
-    """Upstream's binary replaced: each stage's rank-0 NPU finishes where the embedded model's
-    stage times, run back to back from 0, put it (what a congestion-unaware run reports)."""
-    from astra_bridge.upstream import UpstreamBackend
-    from llmsim.backends.embedded import EmbeddedBackend
-
-    def fake_run(self, prefix, graph):
-        t, out = 0, {}
-        for s, (busy, load, store) in enumerate(EmbeddedBackend(self.cluster).stage_times(graph)):
-            t += busy + load + store
-            out[graph.npu(s, 0)] = t
-        return out
-
-    monkeypatch.setattr(UpstreamBackend, "_run", fake_run)
-
 
 def _real(flavor):
     path = os.environ.get({"llmservingsim": "LLMSIM_ASTRA_SIM_FORK", "upstream": "LLMSIM_ASTRA_SIM_UPSTREAM"}[flavor])
@@ -58,11 +43,7 @@ def factory(request, tmp_path, monkeypatch):
         exe = standin_shim(tmp_path)
         return (lambda sim: make_backend(sim, "astra-sim", {"astra_sim_bin": str(exe)})), True
     if kind == "upstream-fake":
-        _fake_upstream(monkeypatch)
-        exe = tmp_path / "bin" / "AstraSim_Analytical_Congestion_Unaware"
-        exe.parent.mkdir(parents=True, exist_ok=True)
-        exe.write_text("#!/bin/sh\nexit 9\n")  # never run: _run is faked
-        exe.chmod(0o755)
+        exe = fake_upstream(monkeypatch, tmp_path)
         # not exact: a batch whose trace repeats an earlier one byte for byte (traces hold whole
         # microseconds) reuses that run's times, which the fake took from the earlier graph
         return (lambda sim: make_backend(sim, "astra-sim", {"astra_sim_bin": str(exe),
