@@ -76,12 +76,11 @@ class ForkBackend(ClockOwningBackend):
     def _wait_path(self, n: int) -> Path:
         return self.workdir / "workload" / f"wait{n}" / "llm"
 
-    def _wait_prefix(self, inst_cfg, until_ns: int, now: int) -> Path:
+    def _wait_prefix(self, inst_cfg, n: int, until_ns: int, now: int) -> Path:
         """A wait for the start NPU; the NPUs it manages get an empty workload, so a busy middle
         stage is not held up."""
-        self._waits += 1
         others = range(inst_cfg.first_npu + 1, inst_cfg.first_npu + inst_cfg.num_npus)
-        return write_wait([inst_cfg.first_npu], self._wait_path(self._waits), "llmservingsim", until_ns - now,
+        return write_wait([inst_cfg.first_npu], self._wait_path(n), "llmservingsim", until_ns - now,
                           empty=others)
 
     def _wake_time(self, i: int, now: int) -> int | None:
@@ -225,11 +224,12 @@ class ForkBackend(ClockOwningBackend):
         t = self._wake_time(i, now)
         if t is None:
             return "pass"
-        npu.given.append(("wait", self._waits + 1))
-        self._open_waits[i].append(self._waits + 1)
+        self._waits += 1
+        npu.given.append(("wait", self._waits))
+        self._open_waits[i].append(self._waits)
         st.wait_until = t
         st.busy = True
-        return str(self._wait_prefix(self.cluster.instances[i], t, now))
+        return str(self._wait_prefix(self.cluster.instances[i], self._waits, t, now))
 
     def _check_overdue(self, now: int) -> None:
         """A trace that cannot finish (a RECV without its SEND, say) makes ASTRA-Sim idle forward in

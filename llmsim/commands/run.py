@@ -93,8 +93,9 @@ def simulate(o: dict) -> None:
     inputs = {resolve_input(p): what for p, what in ((o["cluster_config"], "cluster config"),
                                                      (o["dataset"], "dataset")) if p}
     # the CSV owns stdout when it goes there; everything human-readable moves to stderr
-    to_stdout = any(is_stdout(p) for p, _ in _outputs(o))
-    with reserve(_outputs(o), inputs) as outputs, \
+    planned = _outputs(o)
+    to_stdout = any(is_stdout(p) for p, _ in planned)
+    with reserve(planned, inputs) as outputs, \
             contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
         files, result = _simulate(o)
         outputs.write(files)
