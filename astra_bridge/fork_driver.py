@@ -9,6 +9,10 @@ next arrival, so arrivals are scheduled when they happen, as on the embedded bac
 
 The fork owns the clock: this backend drives the run's Session (llmsim/session.py) through its
 steps as the reports arrive. Protocol and files: docs/astra-sim-interface.md.
+
+With pp > 1 and vLLM's batch formation (llmsim/engine.py), batches are formed when a batch
+completes (or a request reaches an idle instance) and queue until the start NPU reports stage 0
+free; with the reference's rule, when the start NPU reports stage 0 free.
 """
 from collections import deque
 from dataclasses import dataclass, field
@@ -42,6 +46,8 @@ class _Stage0:
     busy: bool = True  # until the start-up wait ends
     for_end: deque = field(default_factory=deque)  # batches started but not yet handed to the end NPU
     early: int | None = None  # pp=1, tp>1: a batch formed at the end NPU's report
+    ready: deque = field(default_factory=deque)  # vLLM's batch queue: formed, waiting for stage 0
+    may_form: bool = True  # vLLM's engine is not blocked on its oldest batch
 
 
 class ForkBackend(ClockOwningBackend):
@@ -119,6 +125,7 @@ class ForkBackend(ClockOwningBackend):
             if last != inst.first_npu:
                 self._npus[last] = _Npu(inst.index, False, True)
         self._stage0 = [_Stage0(wait_until=first) for _ in s.instances]
+        self._queue_rule = [i.args.batch_formation == "vllm" and i.config.pp_size > 1 for i in s.instances]
         self._open_waits: list[list[int]] = [[] for _ in s.instances]  # waits handed since the last batch
         self._waits_before: dict[tuple[int, int], list[int]] = {}
         self._reported: dict[tuple[int, int], set] = {}  # pp=1, tp>1: which ranks have reported a batch
@@ -136,6 +143,9 @@ class ForkBackend(ClockOwningBackend):
                 self._finished_upto(r.npu, npu, r.iteration, now)
                 self._check_overdue(now)
                 s.deliver_arrivals(now)
+                for i, st in enumerate(self._stage0):
+                    if self._queue_rule[i] and (st.may_form or not s.instances[i].scheduler.inflight):
+                        self._fill_queue(i, st, now)
                 if s.idle() and not s.in_flight:
                     if all(n.seen == len(n.given) - 1 for n in self._npus.values()):
                         proc.answer("exit")
@@ -208,6 +218,11 @@ class ForkBackend(ClockOwningBackend):
         bid = None
         if st.early is not None:
             bid, st.early = st.early, None
+        elif self._queue_rule[i]:
+            if not st.busy and st.ready:
+                bid = st.ready.popleft()
+                if not npu.is_end:
+                    st.for_end.append(bid)
         elif not st.busy:
             bid = self._form(i, now)
             if bid is not None and not npu.is_end:
@@ -251,6 +266,16 @@ class ForkBackend(ClockOwningBackend):
             return wait_until <= now
         return start.seen == len(start.given) - 1
 
+    def _fill_queue(self, i: int, st: "_Stage0", now: int) -> None:
+        """vLLM's engine schedules until its batch queue is full or nothing new can run, then blocks
+        on its oldest batch until that completes."""
+        while True:
+            bid = self._form(i, now)
+            if bid is None:
+                st.may_form = False
+                return
+            st.ready.append(bid)
+
     def _form(self, i: int, now: int) -> int | None:
         formed = self.session.form_batch(i, now)
         if formed is None:
@@ -278,3 +303,4 @@ class ForkBackend(ClockOwningBackend):
             self.traces.done(self._wait_path(n))
         self._end_ns = max(self._end_ns, now)
         s.complete_batch(i, bid, now)
+        self._stage0[i].may_form = True

@@ -35,6 +35,7 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
     # (+4 to +6 us per stage on the tp=2 x pp=2 example). Each run is instead rounded so the
     # stage's running total stays within half a microsecond of the exact one.
     exact_ns, written_us = 0, 0
+    sends = recvs = 0  # the k-th message of a boundary (hidden states, residual) gets tag _tag(tag, k)
 
     def flush():
         nonlocal fused, fused_names, exact_ns, written_us
@@ -65,17 +66,26 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
                 add(comp_node, name, op.duration_ns)
             continue
         flush()
-        if op.kind is OpKind.ALLREDUCE:
+        if op.kind in (OpKind.ALLREDUCE, OpKind.ALLGATHER):
             dims = [True, False] if multi_dim else None  # TP collectives span dimension 0 only
-            add(coll_node, op.name, CollectiveCommType.ALL_REDUCE, op.size_bytes, involved_dim=dims)
+            kind = CollectiveCommType.ALL_REDUCE if op.kind is OpKind.ALLREDUCE else CollectiveCommType.ALL_GATHER
+            add(coll_node, op.name, kind, op.size_bytes, involved_dim=dims)
         elif op.kind is OpKind.SEND:
-            add(send_node, op.name, me, graph.npu(op.peer_stage, rank), op.size_bytes, tag)
+            add(send_node, op.name, me, graph.npu(op.peer_stage, rank), op.size_bytes, _tag(tag, sends))
+            sends += 1
         elif op.kind is OpKind.RECV:
-            add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, tag)
+            add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, _tag(tag, recvs))
+            recvs += 1
         elif op.kind in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
             add(mem_node, op.name, op.kind is OpKind.MEM_STORE, op.size_bytes)
     flush()
     return nodes
+
+
+def _tag(tag: int, k: int) -> int:
+    """The k-th message of a stage boundary: one tag each, so no message can match another's receive
+    (the first keeps the batch's tag, as in the reference's single-tensor traces)."""
+    return tag + k * (1 << 29)  # comm_tag is an int32; batch ids stay below 2^29
 
 
 def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool, mem_cost_ns=None,

@@ -1,5 +1,13 @@
 """The discrete-event loop for backends that time stages in process: the engine owns the clock
-(integer ns) and drives a Session through its steps; events are arrivals and stage completions."""
+(integer ns) and drives a Session through its steps; events are arrivals and stage completions.
+
+When a batch is formed (pp > 1) follows EngineArgs.batch_formation. "vllm" is vLLM's
+EngineCore.step_with_batch_queue (async scheduling off, as vLLM runs pipeline parallelism): it
+schedules batches until its queue of pp_size is full or the scheduler has nothing new, then
+blocks on the oldest batch's result, so the next batch is formed when that batch completes; it
+waits for stage 0 on the workers. Only an engine with nothing in flight takes a new request in
+at once (it waits on its input queue). "reference" forms a batch whenever stage 0 is free and
+fewer than pp_size batches are in flight (LLMServingSim)."""
 import heapq
 
 from .backends.base import StageTimingBackend
@@ -26,7 +34,12 @@ class Engine:
         submit = backend.submit
         heap: list = []  # (t, kind, seq, payload)
         seq = 0
-        busy = [False] * len(instances)  # stage 0 of each instance
+        busy = [False] * len(instances)  # stage 0 of each instance ("reference" rule)
+        # "vllm" rule: may the engine schedule now? Yes after a completion; no once the scheduler
+        # had nothing new (the engine then blocks on its oldest batch) until the next completion.
+        queue_rule = [inst.args.batch_formation == "vllm" and inst.config.pp_size > 1 for inst in instances]
+        may_form = [True] * len(instances)
+        inflight = [inst.scheduler.inflight for inst in instances]
         pop, push = heapq.heappop, heapq.heappush
         now = 0
         t_arr = s.next_arrival_ns()  # changes only when arrivals are delivered or a call is released
@@ -49,6 +62,7 @@ class Engine:
                 if kind == _BATCH_DONE:
                     i = payload[0]
                     released |= s.complete_batch(i, payload[1], now)
+                    may_form[i] = True
                 else:
                     i = payload
                     busy[i] = False
@@ -64,17 +78,25 @@ class Engine:
             if len(touched) > 1:
                 touched.sort()
             for i in touched:
-                if busy[i]:
+                if queue_rule[i]:
+                    if inflight[i] and not may_form[i]:
+                        continue  # blocked on the oldest batch in flight
+                elif busy[i]:
                     continue
-                formed = s.form_batch(i, now, want_graph)
-                if formed is None:
-                    continue
-                batch, graph = formed
-                stage0_free, end, events = submit(instances[i], batch, graph, now, detail)
-                busy[i] = True
-                push(heap, (stage0_free, _STAGE0_FREE, seq, i))
-                push(heap, (end, _BATCH_DONE, seq + 1, (i, batch.id)))
-                seq += 2
-                if detail:
-                    s.record(batch, events)
+                while True:
+                    formed = s.form_batch(i, now, want_graph)
+                    if formed is None:
+                        may_form[i] = False
+                        break
+                    batch, graph = formed
+                    stage0_free, end, events = submit(instances[i], batch, graph, now, detail)
+                    push(heap, (end, _BATCH_DONE, seq, (i, batch.id)))
+                    seq += 1
+                    if detail:
+                        s.record(batch, events)
+                    if not queue_rule[i]:
+                        busy[i] = True
+                        push(heap, (stage0_free, _STAGE0_FREE, seq, i))
+                        seq += 1
+                        break
         return s.finish(now)

@@ -164,7 +164,8 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
     memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, device_bytes,
                          args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks)
     timer, arch, note, info = _timer(inst, args, model, dtype, fp, kv_fp)
-    layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp)
+    layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp,
+                            args.stage_transfer)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
     sched = (LaneScheduler if fast_path else Scheduler)(inst.index, args, pool, inst.pp_size, max_model_len,
                                                         model.name)

@@ -89,6 +89,9 @@ def run_metadata(sim, result, options: dict) -> str:
             "timing_source": i.timer.source, "timing": i.timer.describe(),
             "kv_blocks": i.memory.num_blocks, "block_size": i.memory.block_size,
             "layers_per_stage": [s.layers for s in i.memory.stages],
+            # the rules llmsim can take from vLLM or from the reference (--compat; docs/differences.md)
+            "kv_capacity": i.args.kv_capacity, "batch_formation": i.args.batch_formation,
+            "stage_transfer": i.args.stage_transfer,
         } for i in sim.instances],
         "requests_finished": sum(len(d) for d in result.finished),
         "requests_unfinished": len(result.unfinished),

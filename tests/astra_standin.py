@@ -35,7 +35,7 @@ import yaml
 
 from astra_bridge.chakra import codec
 from astra_bridge.chakra.et_def import CollectiveCommType
-from llmsim.backends.network import Link, mem_ns, p2p_ns, reduction_ns, ring_allreduce_ns
+from llmsim.backends.network import Link, mem_ns, p2p_ns, reduction_ns, ring_allgather_ns, ring_allreduce_ns
 
 FLAVOR = "llmservingsim"
 IDLE_STEP_NS = 1_000_000  # the fork's EventQueue::add_current_time() on an empty queue
@@ -125,6 +125,16 @@ class Topology:
             per_chunk += e + (self.dims[d] - 1) * (p2p_ns(self.links[d], c) + e)
             c *= self.dims[d]
         return -(-size // chunk) * per_chunk
+
+    @lru_cache(maxsize=None)
+    def allgather_ns(self, size: int, involved: tuple[bool, ...]) -> int | None:
+        dims = [d for d, n in enumerate(self.dims) if involved[d] and n > 1]
+        if not dims:
+            return None
+        if len(dims) > 1:
+            raise StandinError("an all-gather over several dimensions is not modelled by the stand-in")
+        d = dims[0]
+        return ring_allgather_ns(self.links[d], size, self.dims[d], endpoint_delay_ns=self.e, splits=self.splits)
 
     def memory(self, loc: int) -> dict:
         tier = self.mem.get(_TIERS.get(loc, ""))
@@ -285,7 +295,7 @@ class StandIn:
             if ctype == CollectiveCommType.BROADCAST:  # the fork just waits duration_micros (ns)
                 self.at(now + codec.duration_ns(FLAVOR, node), self.done, *me)
                 return
-            if ctype != CollectiveCommType.ALL_REDUCE:
+            if ctype not in (CollectiveCommType.ALL_REDUCE, CollectiveCommType.ALL_GATHER):
                 raise StandinError(f"NPU {npu.id} {w.prefix}: collective type {ctype} is not modelled by the stand-in")
             n = len(self.topo.dims)
             involved = a.get("involved_dim")
@@ -297,7 +307,8 @@ class StandIn:
             members.append(me)
             if len(members) == len(group):  # the last member has arrived: the ring starts now
                 del self.colls[(group, k)]
-                t = self.topo.allreduce_ns(int(a["comm_size"]), involved)
+                cost = self.topo.allreduce_ns if ctype == CollectiveCommType.ALL_REDUCE else self.topo.allgather_ns
+                t = cost(int(a["comm_size"]), involved)
                 if t is None:
                     print(f"standin: NPU {npu.id} all-reduce over size-1 dims never completes "
                           f"(as in ASTRA-Sim)", file=sys.stderr, flush=True)

@@ -124,8 +124,10 @@ def test_trace_dump_prints_nodes(tmp_path):
     assert res.exit_code == 0
     res = run_cli("trace", "dump", tmp_path / "instance0_batch0" / "llm.1.et")
     lines = res.output.splitlines()
-    assert "149 nodes" in lines[0]  # RECV, 16 layers x 9, final norm, lm_head, sampler, MEM_STORE
-    assert lines[1].startswith("id=0 type=COMM_RECV_NODE") and "comm_size': 81920" in lines[1]
+    # RECV of the hidden states and of the residual, 16 layers x 9, final norm, lm_head, sampler, MEM_STORE
+    assert "150 nodes" in lines[0]
+    for line in lines[1:3]:  # tp=1: each tensor whole, 10 prompt tokens x 4096 x fp16
+        assert line.split()[1] == "type=COMM_RECV_NODE" and "comm_size': 81920" in line
 
 
 REAL = os.environ.get("LLMSIM_ASTRA_SIM")
@@ -213,6 +215,6 @@ def test_dumped_traces_follow_the_backend_flavour(tmp_path, monkeypatch):
                       "--dump-traces", tmp_path / tag, *extra, name=tag)
         assert res.exit_code == 0, res.output
         counts[tag] = len(read_et(tmp_path / tag / "instance0_batch0" / "llm.0.et")[1])
-    # stage 0 of pp=2: MEM_LOAD, then 16 layers x 9 compute nodes + embedding, then SEND; upstream
-    # fuses the compute into one node
-    assert counts == {"follows": 3, "forced": 147}
+    # stage 0 of pp=2: MEM_LOAD, then 16 layers x 9 compute nodes + embedding, then the SENDs of
+    # the hidden states and the residual; upstream fuses the compute into one node
+    assert counts == {"follows": 4, "forced": 148}

@@ -27,9 +27,10 @@ class Fixed(StageTimingBackend):
         return BatchTiming(ev[0].end_ns, ev[-1].end_ns, ev if detail else None)
 
 
-def _run(fast_path, **session_kw):
-    reqs = [Request(0, 0, prompt_len=10, output_len=3), Request(1, 50, prompt_len=5, output_len=2)]
-    sim = prepare(PP2, EngineArgs(dtype="float16", enable_prefix_caching=False), reqs, fast_path=fast_path)
+def _run(fast_path, rule="reference", reqs=None, budget=2048, **session_kw):
+    reqs = reqs or [Request(0, 0, prompt_len=10, output_len=3), Request(1, 50, prompt_len=5, output_len=2)]
+    args = EngineArgs(dtype="float16", enable_prefix_caching=False, batch_formation=rule, max_num_batched_tokens=budget)
+    sim = prepare(PP2, args, reqs, fast_path=fast_path)
     backend = Fixed(sim.cluster)
     result = Engine(Session(sim.instances, sim.requests, **session_kw), backend).run()
     return result, backend.submitted
@@ -37,6 +38,7 @@ def _run(fast_path, **session_kw):
 
 @pytest.mark.parametrize("fast_path", [False, True])
 def test_two_stage_pipeline_by_hand(fast_path):
+    # the reference's rule: a batch is formed whenever stage 0 is free (and < pp in flight)
     result, submitted = _run(fast_path)
     # t=1 (nothing runs before 1 ns): r0's prompt; stage 0 busy 1..101, stage 1 101..201.
     # t=101: stage 0 frees; r0 is in flight (no new token yet), r1 (arrived at 50) is admitted.
@@ -49,6 +51,42 @@ def test_two_stage_pipeline_by_hand(fast_path):
     assert (r1.id, r1.first_token_ns, r1.end_ns, list(r1.itl_ns), r1.first_sched_ns) == (1, 301, 501, [200], 101)
     assert (result.end_ns, result.iterations, result.prompt_tokens, result.gen_tokens) == (601, 5, 15, 5)
     assert result.unfinished == []
+
+
+def _summary(result):
+    return [(r.id, r.first_token_ns, r.end_ns, list(r.itl_ns), r.first_sched_ns) for d in result.finished for r in d]
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_vllm_batch_queue_by_hand(fast_path):
+    # vLLM's engine (step_with_batch_queue): after forming a batch it schedules again; with nothing
+    # new it blocks on its oldest batch, so r1 (arriving at 50 while batch 0 is in flight) waits
+    # for batch 0 to complete at 201 even though stage 0 has been free since 101.
+    # t=1: B0 = r0's prompt (1..101, 101..201).  t=201: r0's first token; B1 = r0 decode + r1's
+    # prompt (201..301..401).  t=401: r0's 2nd token, r1's first; B2 = both decode (401..601).
+    result, submitted = _run(fast_path, "vllm")
+    assert submitted == [(1, 0, 10, 0), (201, 1, 5, 1), (401, 2, 0, 2)]
+    assert _summary(result) == [(0, 201, 601, [200, 200], 1), (1, 401, 601, [200], 201)]
+    assert (result.end_ns, result.iterations, result.prompt_tokens, result.gen_tokens) == (601, 3, 15, 5)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_vllm_batch_queue_forms_at_slot_free_and_waits_for_stage0(fast_path):
+    # Budget 8 tokens. r0 (prompt 10, 2 out) and r1 (prompt 5, 1 out) arrive at 0, r2 (prompt 3) at 50.
+    # t=1: B0 = r0[0:8]; the queue has a slot, so B1 = r0[8:10] + r1 is formed at once too: its
+    #      contents are fixed at 1 and it waits for stage 0 (101..201, 201..301).
+    # t=201: B0 completes, a slot frees: B2 = r2 (r0 and r1 are in flight with their whole prompts).
+    # t=301: B1 completes: first tokens of r0 (final chunk) and r1 (done); B3 = r0's decode.
+    # t=401: B2: r2's first token (done).  t=501: B3: r0's 2nd token (done).
+    reqs = lambda: [Request(0, 0, prompt_len=10, output_len=2), Request(1, 0, prompt_len=5, output_len=1),
+                    Request(2, 50, prompt_len=3, output_len=1)]
+    result, submitted = _run(fast_path, "vllm", reqs(), budget=8)
+    assert submitted == [(1, 0, 8, 0), (1, 1, 7, 0), (201, 2, 3, 0), (301, 3, 0, 1)]
+    assert _summary(result) == [(1, 301, 301, [], 1), (2, 401, 401, [], 201), (0, 301, 501, [200], 1)]
+    # The reference's rule forms B1 when stage 0 frees at 101, so r2 (arrived at 50) joins it.
+    result, submitted = _run(fast_path, "reference", reqs(), budget=8)
+    assert [t for t, *_ in submitted] == [1, 101, 201, 301]
+    assert [r.first_sched_ns for r in sorted(result.finished[0], key=lambda r: r.id)] == [1, 101, 101]
 
 
 def test_heartbeats_cover_each_interval_once():

@@ -11,8 +11,8 @@ SHAREGPT = "workloads/sharegpt-llama-3.1-8b-300-sps10.jsonl"
 
 
 def _summary(*args):
-    # the reference's capacity rule (mem x util - weights): these reproduce its recorded runs
-    res = run_cli("--dataset", SHAREGPT, "--dtype", "bfloat16", "--log-interval", 0, "--kv-capacity", "reference", *args)
+    # the reference's rules (capacity: mem x util - weights; docs/differences.md) reproduce its recorded runs
+    res = run_cli("--dataset", SHAREGPT, "--dtype", "bfloat16", "--log-interval", 0, "--compat", "llmservingsim", *args)
     assert res.exit_code == 0, res.output
     out = res.output
     grab = lambda pat: [int(x) for x in re.search(pat, out).groups()]

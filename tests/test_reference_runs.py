@@ -27,7 +27,7 @@ def test_matches_reference_means(case, tmp_path):
     out = tmp_path / "run.csv"
     res = run_cli("--cluster-config", REF / "configs" / f"{cfg}.json", "--dtype", "bfloat16", "--block-size", 16,
                   "--dataset", "workloads/example_trace.jsonl", "--num-reqs", 10, "--output", out, "--quiet",
-                  "--kv-capacity", "reference")  # the reference's capacity rule
+                  "--compat", "llmservingsim")  # the reference's rules (docs/differences.md)
     assert res.exit_code == 0, res.output
     ours, theirs = read_rows(out), read_rows(REF / f"{ref}.csv")
     assert sorted(r["request id"] for r in ours) == sorted(r["request id"] for r in theirs)
@@ -40,7 +40,7 @@ def test_single_gpu_reproduces_reference_to_the_nanosecond(tmp_path):
     # One GPU, no pipeline: same profile lookups and the same scheduling give identical rows.
     out = tmp_path / "run.csv"
     run_cli("--cluster-config", REF / "configs" / "single_node_single_instance.json", "--dtype", "bfloat16",
-            "--dataset", "workloads/example_trace.jsonl", "--output", out, "--quiet", "--kv-capacity", "reference")
+            "--dataset", "workloads/example_trace.jsonl", "--output", out, "--quiet", "--compat", "llmservingsim")
     ours = {r["request id"]: r for r in read_rows(out)}
     for ref in read_rows(REF / "example_single_run.csv"):
         mine = ours[ref["request id"]]

@@ -23,26 +23,44 @@ def _read(prefix, npu, flavor):
 def test_tp2_pp2_files_per_npu(tmp_path, flavor):
     g = _first_graphs("configs/cluster/single_node_tp_pp_instance.json")[0]
     prefix = write_graph(g, tmp_path / "b0" / "llm", flavor, multi_dim=True)
-    act = g.stages[0].tail_ops[-1].size_bytes
-    assert act == 10 * 4096 * 2  # 10 prompt tokens x hidden x bf16
+    act = 10 * 4096 * 2  # 10 prompt tokens x hidden x bf16: the all-reduces' tensor
+    part = act // 2  # what each TP rank sends of the hidden states and of the residual
     for npu in range(4):
         nodes = _read(prefix, npu, flavor)
         kinds = [k for k, _ in nodes]
         stage = npu // 2
         # one chain: every node depends on the one before it
         assert all(list(n.data_deps) == [nodes[i - 1][1].id] for i, (_, n) in enumerate(nodes) if i)
-        assert kinds[0] == ("MEM_LOAD_NODE" if stage == 0 else "COMM_RECV_NODE")
-        assert kinds[-1] == ("COMM_SEND_NODE" if stage == 0 else "MEM_STORE_NODE")
-        colls = [attributes(n) for k, n in nodes if k == "COMM_COLL_NODE"]
+        if stage == 0:
+            assert kinds[0] == "MEM_LOAD_NODE" and kinds[-2:] == ["COMM_SEND_NODE"] * 2
+        else:
+            # both receives, then the TP ranks all-gather each tensor, then the layers
+            assert kinds[:4] == ["COMM_RECV_NODE"] * 2 + ["COMM_COLL_NODE"] * 2 and kinds[-1] == "MEM_STORE_NODE"
+            gathers = [attributes(n) for _, n in nodes[2:4]]
+            assert all(c["comm_type"] == 2 and c["comm_size"] == part and c["involved_dim"] == [True, False]
+                       for c in gathers)  # comm_type 2: ALL_GATHER; comm_size: one rank's slice
+        colls = [attributes(n) for k, n in nodes if k == "COMM_COLL_NODE" and attributes(n)["comm_type"] == 0]
         assert len(colls) == 2 * 16  # o_proj and down_proj of each of the stage's 16 layers
         assert all(c["comm_size"] == act and c["involved_dim"] == [True, False] for c in colls)
         if stage == 0:
-            send = attributes(nodes[-1][1])
-            assert (send["comm_src"], send["comm_dst"], send["comm_size"]) == (npu, npu + 2, act)
+            sends = [attributes(n) for _, n in nodes[-2:]]
+            assert [(c["comm_src"], c["comm_dst"], c["comm_size"]) for c in sends] == [(npu, npu + 2, part)] * 2
+            assert sends[0]["comm_tag"] != sends[1]["comm_tag"]
         else:
-            recv = attributes(nodes[0][1])
-            assert (recv["comm_src"], recv["comm_dst"], recv["comm_size"]) == (npu - 2, npu, act)
-            assert recv["comm_tag"] == attributes(_read(prefix, npu - 2, flavor)[-1][1])["comm_tag"]
+            recvs = [attributes(n) for _, n in nodes[:2]]
+            assert [(c["comm_src"], c["comm_dst"], c["comm_size"]) for c in recvs] == [(npu - 2, npu, part)] * 2
+            peer_sends = [attributes(n)["comm_tag"] for _, n in _read(prefix, npu - 2, flavor)[-2:]]
+            assert [c["comm_tag"] for c in recvs] == peer_sends
+
+
+def test_reference_stage_transfer_is_one_whole_tensor(tmp_path):
+    sim = prepare("configs/cluster/single_node_tp_pp_instance.json",
+                  EngineArgs(dtype="bfloat16", stage_transfer="reference"), "workloads/example_trace.jsonl", num_reqs=1)
+    graphs = []
+    run(sim, on_graph=graphs.append)
+    g = graphs[0]
+    assert [(o.name, o.size_bytes) for o in g.stages[0].tail_ops] == [("send_activation", 10 * 4096 * 2)]
+    assert [(o.name, o.size_bytes) for o in g.stages[1].head_ops] == [("recv_activation", 10 * 4096 * 2)]
 
 
 def test_fork_flavour_keeps_layer_durations_exact(tmp_path):

@@ -8,7 +8,7 @@ same builder and network model, give the same times (tests/test_fast_path.py).
 from ..config.cluster import ClusterConfig
 from ..graph.iteration import IterationGraph, OpKind, StageProgram
 from .base import BatchTiming, StageEvent, StageTimingBackend
-from .network import Link, mem_ns, p2p_ns, ring_allreduce_ns
+from .network import Link, mem_ns, p2p_ns, ring_allgather_ns, ring_allreduce_ns
 from .placement import Placement, StageTimes
 from .stage_cost import StageCosts
 
@@ -44,6 +44,8 @@ class EmbeddedBackend(StageTimingBackend):
                                      total_npus=self._total_npus)
         if k is OpKind.SEND:
             return p2p_ns(self._pp_link, op.size_bytes)
+        if k is OpKind.ALLGATHER:
+            return ring_allgather_ns(self._tp_link, op.size_bytes, tp)
         return 0  # RECV waits; host-memory ops are placed by the placement (they queue across ranks)
 
     def stage_busy_ns(self, prog: StageProgram, tp: int, local_bw: float) -> int:

@@ -48,6 +48,21 @@ def ring_allreduce_ns(link: Link, size_bytes: int, ranks: int, *, local_mem_bw_g
     return streams * per_chunk
 
 
+@lru_cache(maxsize=4096)
+def ring_allgather_ns(link: Link, size_bytes: int, ranks: int, *, endpoint_delay_ns: int = 10, splits: int = 1) -> int:
+    """Ring all-gather on one dimension of `ranks` NPUs, `size_bytes` each rank's contribution (how
+    ASTRA-Sim's ALL_GATHER reads comm_size: Ring's msg_size is the data size, the result N times
+    it). Each of the `splits` chunks takes N-1 hand-offs of the whole chunk, each a link transfer
+    plus the endpoint delay, with no reduction, plus one endpoint delay to start; unlike the
+    all-reduce, the chunk is not raised to the NPU count (Sys::determine_chunk_size)."""
+    if ranks <= 1:
+        return 0
+    chunk = size_bytes // splits
+    streams = -(-size_bytes // chunk) if chunk else 0
+    e = endpoint_delay_ns
+    return streams * (e + (ranks - 1) * (p2p_ns(link, chunk) + e))
+
+
 def mem_ns(bw_gbps: float, latency_ns: int, size_bytes: int) -> int:
     """Host (remote) memory load/store: latency + bytes / bandwidth, whole GB/s read as 1e9 B/s."""
     return int(latency_ns) + int(size_bytes / int(bw_gbps))

@@ -9,7 +9,7 @@ import warnings
 
 import click
 
-from ..config.engine import DTYPE_BYTES, EngineArgs
+from ..config.engine import COMPAT_MODES, DTYPE_BYTES, REFERENCE_RULES, EngineArgs
 from ..errors import InputError
 from ..router import DEFAULT_SEED
 
@@ -55,10 +55,23 @@ ENGINE_OPTIONS = [
                  help="Admit a request only if its whole current sequence fits in free blocks."),
     click.option("--npu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
                  callback=_finite),
-    click.option("--kv-capacity", type=click.Choice(["vllm", "reference"]), default="vllm", show_default=True,
+    click.option("--kv-capacity", type=click.Choice(["vllm", "reference"]), default=None,
                  help="KV blocks as vLLM's memory profiling leaves them (mem x util - weights - activation peak - "
                       "non-torch memory; llmsim/capacity.py), or the reference's rule (mem x util - weights: too many "
-                      "blocks, which the reference's recorded runs need)."),
+                      "blocks, which the reference's recorded runs need). Default: vllm (reference under --compat "
+                      "llmservingsim)."),
+    click.option("--batch-formation", type=click.Choice(["vllm", "reference"]), default=None,
+                 help="With pp > 1, when the next batch is formed: vllm = when a batch completes and frees a slot of "
+                      "vLLM's batch queue (or a request reaches an idle engine), then it waits for stage 0; "
+                      "reference = when stage 0 is free (LLMServingSim). Default: vllm (reference under --compat)."),
+    click.option("--stage-transfer", type=click.Choice(["vllm", "reference"]), default=None,
+                 help="What crosses a pipeline-stage boundary: vllm = hidden states and residual, each TP rank "
+                      "sending its 1/tp slice, all-gathered on the next stage; reference = one activation tensor per "
+                      "rank (LLMServingSim). Default: vllm (reference under --compat)."),
+    click.option("--compat", type=click.Choice(COMPAT_MODES), default="vllm", show_default=True,
+                 help="llmservingsim: every rule in which llmsim departs from LLMServingSim 2.0 on purpose "
+                      "(--kv-capacity, --batch-formation, --stage-transfer) takes the reference's value, unless "
+                      "given explicitly; docs/differences.md."),
     click.option("--num-gpu-blocks", type=click.IntRange(0, MAX_GPU_BLOCKS), default=0,
                  help="Pin the KV block count (e.g. vLLM's logged num_gpu_blocks); 0 = computed."),
     click.option("--timing", type=click.Choice(["auto", "profile", "roofline"]), default="auto", show_default=True,
@@ -74,7 +87,8 @@ ENGINE_OPTIONS = [
 
 ENGINE_KEYS = ("dtype", "kv_cache_dtype", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
                "long_prefill_token_threshold", "enable_prefix_caching", "enable_chunked_prefill", "reserve_full_isl",
-               "npu_memory_utilization", "kv_capacity", "num_gpu_blocks", "timing")
+               "npu_memory_utilization", "kv_capacity", "num_gpu_blocks", "timing", "batch_formation",
+               "stage_transfer")
 
 
 def engine_options(f):
@@ -84,7 +98,13 @@ def engine_options(f):
 
 
 def engine_args(opts: dict) -> EngineArgs:
-    return EngineArgs(**{k: opts[k] for k in ENGINE_KEYS})
+    """A rule flag given explicitly wins; else --compat decides (llmservingsim: the reference's rules)."""
+    args = {k: opts[k] for k in ENGINE_KEYS}
+    compat = opts.get("compat") or "vllm"
+    for k, ref in REFERENCE_RULES.items():
+        if args[k] is None:
+            args[k] = ref if compat == "llmservingsim" else "vllm"
+    return EngineArgs(**args)
 
 
 def user_errors(f):

@@ -37,7 +37,7 @@ def validate(ctx, vllm_run, kv_blocks, out_dir, **opts):
             continue
         opts[key] = value
         source[key] = "meta.json"
-    if "kv_capacity" not in source:
+    if "kv_capacity" not in source and opts.get("compat") != "llmservingsim":
         if kv_blocks == "model":
             opts["kv_capacity"], source["kv_capacity"] = "vllm", "--kv-blocks model"
         elif "num_gpu_blocks" not in source:

@@ -21,10 +21,24 @@ class EngineArgs:
     num_gpu_blocks: int = 0  # > 0 pins the KV block count (e.g. from a vLLM log)
     timing: str = "auto"  # "profile" (measured bundle), "roofline", or "auto": the bundle if one exists
     kv_capacity: str = "vllm"  # "vllm": mem x util - weights - activations - runtime; "reference": - weights only
+    # With pp > 1 (pp = 1 is the same either way): "vllm": the next batch is formed when a batch
+    # completes and frees a slot of the engine's batch queue (vLLM's step_with_batch_queue), or
+    # when a request reaches an idle engine; "reference": when stage 0 is free and fewer than
+    # pp batches are in flight (LLMServingSim).
+    batch_formation: str = "vllm"
+    # What crosses a stage boundary: "vllm": IntermediateTensors (hidden states and residual),
+    # each TP rank sending its 1/tp slice and the receiving stage all-gathering them;
+    # "reference": one activation tensor, whole, per rank.
+    stage_transfer: str = "vllm"
 
     def with_overrides(self, overrides: dict) -> "EngineArgs":
         return replace(self, **overrides) if overrides else self
 
+
+# The rules in which llmsim departs from LLMServingSim on purpose and which `--compat llmservingsim`
+# switches to the reference's (docs/differences.md): EngineArgs field -> the reference's value.
+REFERENCE_RULES = {"kv_capacity": "reference", "batch_formation": "reference", "stage_transfer": "reference"}
+COMPAT_MODES = ("vllm", "llmservingsim")
 
 # instance key -> (type, check) ; the reference's per-instance runtime overrides we model.
 OVERRIDE_KEYS = {

@@ -9,6 +9,11 @@ from ..stage_split import stage_layer_counts
 
 # Row-parallel linears end in a TP all-reduce of the full activation.
 ALLREDUCE_AFTER = frozenset({"o_proj", "down_proj"})
+# What a non-final stage hands on in vLLM: its IntermediateTensors. Every family llmsim models
+# (Llama, Qwen3, Mixtral, PhiMoE, Qwen3-MoE) builds them from
+# make_empty_intermediate_tensors_factory(["hidden_states", "residual"], hidden_size), in the
+# model's dtype.
+PP_TENSORS = ("hidden_states", "residual")
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,7 @@ class InstanceLayout:
     tp_size: int
     pp_size: int
     act_bytes: int  # bytes per activation element (the weight dtype's width)
+    stage_transfer: str = "vllm"  # EngineArgs.stage_transfer
 
     @property
     def layer_counts(self) -> list[int]:
@@ -38,10 +44,32 @@ def _compute_ops(layers, durations: dict[str, int], act_bytes: int, tp: int) -> 
     return ops
 
 
+def _boundary_ops(layout: InstanceLayout, tokens: int, s: int) -> tuple[list[Op], list[Op]]:
+    """(the receiving stage s's head ops, the sending stage s-1's tail ops) at boundary s-1 -> s.
+
+    vLLM (GroupCoordinator.isend_tensor_dict / irecv_tensor_dict with all_gather_group = the TP
+    group): each tensor whose element count divides by tp is cut into tp slices; rank r sends
+    slice r to rank r of the next stage, whose ranks post both receives and then all-gather each
+    tensor (comm size: one rank's slice, as ASTRA-Sim's ALL_GATHER takes it). The reference
+    sends one activation tensor, whole, from every rank.
+    """
+    m, tp, b = layout.model, layout.tp_size, layout.act_bytes
+    full = tokens * m.hidden_size * b
+    if layout.stage_transfer == "reference":
+        return ([Op(OpKind.RECV, "recv_activation", size_bytes=full, peer_stage=s - 1)],
+                [Op(OpKind.SEND, "send_activation", size_bytes=full, peer_stage=s)])
+    split = tp > 1 and m.hidden_size % tp == 0  # every token's row divides, so every batch's tensor does
+    part = full // tp if split else full
+    recv = [Op(OpKind.RECV, f"recv_{t}", size_bytes=part, peer_stage=s - 1) for t in PP_TENSORS]
+    if split:
+        recv += [Op(OpKind.ALLGATHER, f"{t}.allgather", size_bytes=part) for t in PP_TENSORS]
+    return recv, [Op(OpKind.SEND, f"send_{t}", size_bytes=part, peer_stage=s) for t in PP_TENSORS]
+
+
 def build_graph(layout: InstanceLayout, batch: Batch, durations: dict[str, int]) -> IterationGraph:
     m, arch, pp, tp = layout.model, layout.arch, layout.pp_size, layout.tp_size
     b = layout.act_bytes
-    act = batch.total_len * m.hidden_size * b  # activation tensor handed between stages
+    act = batch.total_len * m.hidden_size * b  # one activation tensor: the TP all-reduces' size
     block = tuple(_compute_ops(arch.block_layers, durations, act, tp))
     stages, first = [], 0
     for s, n in enumerate(layout.layer_counts):
@@ -50,12 +78,12 @@ def build_graph(layout: InstanceLayout, batch: Batch, durations: dict[str, int])
             head = [Op(OpKind.MEM_LOAD, "input", size_bytes=batch.total_len * 2 * b)]
             head += _compute_ops(arch.prologue, durations, act, tp)
         else:
-            head = [Op(OpKind.RECV, "recv_activation", size_bytes=act, peer_stage=s - 1)]
+            head = _boundary_ops(layout, batch.total_len, s)[0]
         if s == pp - 1:
             tail = _compute_ops(arch.head, durations, act, tp)
             tail.append(Op(OpKind.MEM_STORE, "output", size_bytes=4 * batch.total_len))
         else:
-            tail = [Op(OpKind.SEND, "send_activation", size_bytes=act, peer_stage=s + 1)]
+            tail = _boundary_ops(layout, batch.total_len, s + 1)[1]
         stages.append(StageProgram(s, first, tuple(head), block, n, tuple(tail)))
         first += n
     return IterationGraph(batch.id, layout.instance, layout.first_npu, tp, tuple(stages))

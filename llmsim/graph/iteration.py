@@ -14,6 +14,7 @@ class OpKind(IntEnum):
     RECV = 3
     MEM_LOAD = 4
     MEM_STORE = 5
+    ALLGATHER = 6  # size_bytes: one rank's contribution (ASTRA-Sim's ALL_GATHER comm_size)
 
 
 @dataclass(frozen=True)
