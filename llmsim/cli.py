@@ -7,6 +7,7 @@ import click
 
 from .commands.options import user_errors
 from .commands.run import run_options, simulate
+from .commands.sweep import sweep
 from .commands.validate import validate
 from .commands.workload import workload
 from .plugins import COMMANDS, load, names
@@ -74,3 +75,4 @@ def main(ctx, **opts):
 
 main.add_command(validate)
 main.add_command(workload)
+main.add_command(sweep)
