@@ -214,3 +214,19 @@ def test_signal_mid_run_writes_nothing(tmp_path, sig, code):
                                     "atomically)")
     assert out.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "w.jsonl"]
+
+
+@pytest.mark.parametrize("flags, want", [
+    ([], ("vllm", "vllm", "vllm")),
+    (["--compat", "llmservingsim"], ("reference", "reference", "reference")),
+    # a rule given explicitly wins over --compat
+    (["--compat", "llmservingsim", "--batch-formation", "vllm"], ("reference", "vllm", "reference")),
+    (["--stage-transfer", "reference"], ("vllm", "vllm", "reference")),
+])
+def test_compat_selects_the_reference_rules_each_switchable(tmp_path, flags, want):
+    out = tmp_path / "o.csv"
+    res = run_cli("--cluster-config", ROOT / "configs/cluster/single_node_pp_instance.json", "--dataset", EXAMPLE,
+                  "--num-reqs", 2, "--output", out, "--quiet", *flags)
+    assert res.exit_code == 0, res.output
+    inst, = json.loads(Path(f"{out}.meta.json").read_text())["instances"]
+    assert (inst["kv_capacity"], inst["batch_formation"], inst["stage_transfer"]) == want

@@ -1,5 +1,5 @@
 """Communication costs against ASTRA-Sim's own recorded results."""
-from llmsim.backends.network import Link, mem_ns, p2p_ns, ring_allreduce_ns
+from llmsim.backends.network import Link, mem_ns, p2p_ns, ring_allgather_ns, ring_allreduce_ns
 
 
 def test_upstream_ring_allreduce_example_43000_cycles():
@@ -25,3 +25,14 @@ def test_p2p_matches_captured_pp2_send():
 def test_host_memory_transfer():
     assert mem_ns(256, 0, 40) == 0
     assert mem_ns(256, 100, 2_560_000) == 100 + 10_000
+
+
+def test_ring_allgather_of_one_rank_slice():
+    # ASTRA-Sim's ALL_GATHER takes comm_size as each rank's part (Ring: msg_size = data size):
+    # N-1 hand-offs of the whole 40,960 B (20,000 + 40,960 / 17.18 = 22,384 ns, + endpoint delay
+    # 10), no reduction, one starting endpoint delay. The real fork and upstream builds time the
+    # tp=2 x pp=2 example's gathers the same (tests/test_astra_backend.py, real builds).
+    link = Link(16, 20000)
+    assert ring_allgather_ns(link, 40_960, 2) == 10 + 22_394
+    assert ring_allgather_ns(link, 40_960, 4) == 10 + 3 * 22_394
+    assert ring_allgather_ns(link, 40_960, 1) == 0

@@ -52,3 +52,27 @@ def test_same_inputs_give_byte_identical_outputs(tmp_path):
     a, _ = _run(tmp_path, "configs/cluster/single_node_tp_pp_instance.json", name="a")
     b, _ = _run(tmp_path, "configs/cluster/single_node_tp_pp_instance.json", name="b")
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_stage_boundary_carries_vllm_intermediate_tensors():
+    """tp=2 x pp=2, Llama-3.1-8B, a 10-token prompt, links 16 GB/s and 20 us. vLLM sends hidden
+    states and residual (2 x 10 x 4096 x 2 B), each TP rank its half (40,960 B per tensor), and the
+    next stage all-gathers both; the reference sends one 81,920 B tensor per rank."""
+    from llmsim.backends.embedded import EmbeddedBackend
+    from llmsim.config.engine import EngineArgs
+    from llmsim.request import Request
+    from llmsim.simulate import prepare, run
+
+    busy = {}
+    for rule in ("vllm", "reference"):
+        sim = prepare("configs/cluster/single_node_tp_pp_instance.json",
+                      EngineArgs(dtype="bfloat16", stage_transfer=rule), [Request(0, 0, prompt_len=10, output_len=1)])
+        graphs = []
+        run(sim, on_graph=graphs.append)
+        busy[rule] = [b for b, _, _ in EmbeddedBackend(sim.cluster).stage_times(graphs[0])]
+    send = lambda size: int(20000 + size / (16 * 2**30 / 1e9))  # latency + bytes / (GB/s as 2^30 B/s)
+    assert send(40_960) == 22_384 and send(81_920) == 24_768
+    # stage 0: two sends of half a tensor instead of one whole one
+    assert busy["vllm"][0] - busy["reference"][0] == 2 * 22_384 - 24_768
+    # stage 1: two ring all-gathers over 2 ranks, each 10 + (22,384 + 10) ns
+    assert busy["vllm"][1] - busy["reference"][1] == 2 * (10 + 22_394)
