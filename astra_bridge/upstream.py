@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from llmsim.backends.base import BatchTiming, StageTimingBackend
+from llmsim.backends.embedded import EmbeddedBackend
 from llmsim.backends.network import mem_ns
 from llmsim.backends.placement import Placement
 from llmsim.config.cluster import ClusterConfig
@@ -47,11 +48,13 @@ class UpstreamBackend(StageTimingBackend):
         self.placement = Placement(cluster)
         self._cache: dict[str, tuple[list[int], Path]] = {}  # trace digest -> (stage times, first prefix)
         self.traces = TraceFiles(self.workdir / "graphs", keep_traces)
+        self._model = EmbeddedBackend(cluster)  # splits a stage's busy time into compute and SEND for the accounting
 
     def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
         # ASTRA-Sim's measured stage times already include host-memory loads and stores.
         times = [(busy, 0, 0) for busy in self._stage_busy(graph)]
-        events = self.placement.place(graph.instance, graph.first_npu, graph.tp_size, graph.batch_id, times, t_ns)
+        split = self._model.stage_split(graph) if detail else None
+        events = self.placement.place(graph.instance, graph.first_npu, graph.tp_size, graph.batch_id, times, t_ns, split)
         return BatchTiming(events[0].first_rank_end_ns, events[-1].end_ns, events if detail else None)
 
     def close(self) -> None:

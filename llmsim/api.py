@@ -70,7 +70,7 @@ class Results:
     def heartbeats(self):
         import pandas as pd
 
-        return pd.DataFrame([vars(h) for h in self.raw.heartbeats],
+        return pd.DataFrame([{k: v for k, v in vars(h).items() if k != "instances"} for h in self.raw.heartbeats],
                             columns=["t_ns", "batch_reqs", "prompt_tokens", "gen_tokens", "npu_mem_bytes", "running",
                                      "waiting"])
 

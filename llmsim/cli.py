@@ -6,6 +6,7 @@ import sys
 import click
 
 from .commands.options import user_errors
+from .commands.plot import plot
 from .commands.run import run_options, simulate
 from .commands.sweep import sweep
 from .commands.validate import validate
@@ -76,3 +77,4 @@ def main(ctx, **opts):
 main.add_command(validate)
 main.add_command(workload)
 main.add_command(sweep)
+main.add_command(plot)

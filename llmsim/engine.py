@@ -10,6 +10,7 @@ at once (it waits on its input queue). "reference" forms a batch whenever stage 
 fewer than pp_size batches are in flight (LLMServingSim)."""
 import heapq
 
+from .accounting import Accountant, why_idle
 from .backends.base import StageTimingBackend
 from .results import SimResult
 from .session import Session
@@ -22,15 +23,18 @@ START_NS = 1
 
 
 class Engine:
-    def __init__(self, session: Session, backend: StageTimingBackend):
+    def __init__(self, session: Session, backend: StageTimingBackend, accountant: Accountant | None = None):
         self.session = session
         self.backend = backend
+        self.accountant = accountant  # per-stage busy/idle accounting (needs every batch's stage events)
 
     def run(self) -> SimResult:
         s, backend = self.session, self.backend
         instances = s.instances
         want_graph = backend.needs_graphs
-        detail = s.record_iterations
+        acct = self.accountant
+        record = s.record_iterations
+        detail = record or acct is not None
         submit = backend.submit
         heap: list = []  # (t, kind, seq, payload)
         seq = 0
@@ -92,11 +96,20 @@ class Engine:
                     stage0_free, end, events = submit(instances[i], batch, graph, now, detail)
                     push(heap, (end, _BATCH_DONE, seq, (i, batch.id)))
                     seq += 1
-                    if detail:
+                    if record:
                         s.record(batch, events)
+                    if acct is not None:
+                        acct.batch(i, now, len(inflight[i]) == 1, events)
                     if not queue_rule[i]:
                         busy[i] = True
                         push(heap, (stage0_free, _STAGE0_FREE, seq, i))
                         seq += 1
                         break
+            if acct is not None:
+                for i in touched:
+                    sched = instances[i].scheduler
+                    acct.state(i, now, why_idle(len(inflight[i]), instances[i].config.pp_size, len(sched.waiting),
+                                                len(sched.running), queue_rule[i] and not may_form[i]))
+        if acct is not None:
+            acct.finish(now)
         return s.finish(now)

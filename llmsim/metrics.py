@@ -170,11 +170,13 @@ def summary_stats(result, scheduler_stats) -> dict:
     return out
 
 
-def summary_json(stats: dict) -> str:
-    """summary_stats as <output>.summary.json (times in ms; null where there is no value)."""
+def summary_json(stats: dict, stages: list[dict] | None = None) -> str:
+    """summary_stats as <output>.summary.json (times in ms; null where there is no value), with the
+    whole run's per-stage accounting rows under "stages" (null: the backend reports none)."""
     import json
 
     doc = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
+    doc["stages"] = None if stages is None else [r for r in stages if r["window"] == "run"]
     return json.dumps(doc, indent=1) + "\n"
 
 

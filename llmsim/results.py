@@ -5,6 +5,17 @@ from .request import Request
 
 
 @dataclass
+class InstanceBeat:
+    """One instance at the end of a log interval (its tokens: those computed in the interval)."""
+    running: int
+    waiting: int
+    kv_blocks_used: int
+    kv_blocks_total: int
+    prompt_tokens: int
+    generated_tokens: int
+
+
+@dataclass
 class Heartbeat:
     t_ns: int
     batch_reqs: int
@@ -13,6 +24,7 @@ class Heartbeat:
     npu_mem_bytes: int
     running: int
     waiting: int
+    instances: list[InstanceBeat] = field(default_factory=list)
 
 
 @dataclass
@@ -38,3 +50,6 @@ class SimResult:
     iterations: int
     heartbeats: list[Heartbeat] = field(default_factory=list)
     iteration_log: list[IterationRecord] = field(default_factory=list)
+    stages: list[dict] | None = None  # per-stage accounting rows (llmsim/accounting.py); None: not available
+    idle_segments: list | None = None  # (instance, stage, start, end, cause index), when kept for a timeline
+    samples: list | None = None  # (t, instance, running, waiting, KV blocks used) per formation, for a timeline

@@ -14,7 +14,7 @@ from .graph.builder import build_graph
 from .graph.iteration import IterationGraph
 from .instance import Instance
 from .request import Request
-from .results import Heartbeat, IterationRecord, SimResult
+from .results import Heartbeat, InstanceBeat, IterationRecord, SimResult
 from .router import DEFAULT_SEED, Router
 
 
@@ -40,9 +40,12 @@ class Session:
         self.in_flight: dict[tuple[int, int], Batch] = {}  # (instance, batch id) -> batch
         self.prompt_total = self.gen_total = self.iterations = 0
         self._hb_prompt = self._hb_gen = self._last_batch_reqs = 0
+        self._hb_inst = [[0, 0] for _ in instances]  # per instance: prompt, generated tokens this interval
         # the end of the next log interval (None: no heartbeats); drivers compare their clock with it
         self.next_heartbeat_ns = self.log_interval_ns if self.log_interval_ns > 0 else None
         self.heartbeats: list[Heartbeat] = []
+        # (t, instance, running, waiting, KV blocks used) at every batch formation, when wanted (a timeline)
+        self.samples: list | None = None
         self.iteration_log: list[IterationRecord] = []
 
     @property
@@ -99,6 +102,9 @@ class Session:
             return None
         self._last_batch_reqs = batch.num_reqs
         self.iterations += 1
+        if self.samples is not None:
+            sched = inst.scheduler
+            self.samples.append((now, i, len(sched.running), len(sched.waiting), inst.pool.num_used))
         self.in_flight[(i, batch.id)] = batch
         if not (want_graph or self.on_graph):
             return batch, None
@@ -122,6 +128,9 @@ class Session:
         self.gen_total += done.gen_tokens
         self._hb_prompt += done.prompt_tokens
         self._hb_gen += done.gen_tokens
+        tally = self._hb_inst[i]
+        tally[0] += done.prompt_tokens
+        tally[1] += done.gen_tokens
         self.finished[i].extend(done.finished)
         released = False
         for req in done.finished:
@@ -145,8 +154,11 @@ class Session:
                 # it, so no heartbeat; skip to the interval that holds t_ns.
                 self.next_heartbeat_ns += -(-(t_ns - self.next_heartbeat_ns) // iv) * iv
                 break
+            per = [InstanceBeat(len(i.scheduler.running), len(i.scheduler.waiting), i.pool.num_used,
+                                i.memory.num_blocks, p, g) for i, (p, g) in zip(self.instances, self._hb_inst)]
             hb = Heartbeat(self.next_heartbeat_ns, self._last_batch_reqs, self._hb_prompt, self._hb_gen, self._npu_mem(),
-                           running, waiting)
+                           running, waiting, per)
+            self._hb_inst = [[0, 0] for _ in self.instances]
             self.heartbeats.append(hb)
             if self.on_heartbeat:
                 self.on_heartbeat(hb, self.log_interval_ns)
@@ -170,4 +182,4 @@ class Session:
         self.heartbeat(now + 1)  # the interval that ends exactly at the last event too
         unfinished.sort(key=lambda x: x[0].id)
         return SimResult(self.finished, unfinished, now, self.prompt_total, self.gen_total, self.iterations,
-                         self.heartbeats, self.iteration_log)
+                         self.heartbeats, self.iteration_log, samples=self.samples)

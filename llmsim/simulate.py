@@ -1,6 +1,7 @@
 """One simulation from configs to results: the library entry point the CLI and the API share."""
 from dataclasses import dataclass
 
+from .accounting import Accountant
 from .backends.base import Backend, Capability
 from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
@@ -70,13 +71,26 @@ def make_backend(sim: Simulation, name: str = "embedded", options: dict | None =
 
 
 def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str = "LOAD", log_interval_ns: int = 0,
-        on_heartbeat=None, record_iterations: bool = False, on_graph=None, seed: int = DEFAULT_SEED) -> SimResult:
+        on_heartbeat=None, record_iterations: bool = False, on_graph=None, seed: int = DEFAULT_SEED,
+        accounting: bool = True, timeline: bool = False) -> SimResult:
     """Run the simulation on backend (default: a new embedded one), closing it afterwards.
-    seed: the RAND routing policy's random seed."""
+    seed: the RAND routing policy's random seed. accounting: per-stage busy/idle rows in
+    SimResult.stages (backends that time stages in process; the fork reports no stage events).
+    timeline: keep what a timeline draws (every stage event, idle stretch and a state sample per batch)."""
     backend = backend or make_backend(sim)
     session = Session(sim.instances, sim.requests, routing_policy=routing_policy, log_interval_ns=log_interval_ns,
-                      on_heartbeat=on_heartbeat, record_iterations=record_iterations, on_graph=on_graph, seed=seed)
+                      on_heartbeat=on_heartbeat, record_iterations=record_iterations or timeline, on_graph=on_graph,
+                      seed=seed)
+    if timeline:
+        session.samples = []
     with backend:
         if backend.capability is Capability.OWNS_CLOCK:
             return backend.drive(session)
-        return Engine(session, backend).run()
+        acct = None
+        if accounting:
+            acct = Accountant([i.config.pp_size for i in sim.instances], log_interval_ns, timeline)
+        result = Engine(session, backend, acct).run()
+    if acct is not None:
+        result.stages = acct.rows(result.end_ns, sim.instances)
+        result.idle_segments = acct.segments
+    return result

@@ -59,7 +59,8 @@ def test_summary_json_matches_the_csv(tmp_path):
     out = tmp_path / "o.csv"
     res = run_cli("--cluster-config", SINGLE, "--dataset", EXAMPLE, "--output", out, "--log-interval", 0)
     assert res.exit_code == 0
-    assert res.output.rstrip().endswith(f"Written:                  {out}, {out}.meta.json, {out}.summary.json")
+    assert res.output.rstrip().endswith(f"Written:                  {out}, {out}.meta.json, {out}.summary.json, "
+                                        f"{out}.stages.csv")
     s = json.loads(Path(f"{out}.summary.json").read_text())
     rows = read_rows(out)
     ttft = [int(r["TTFT"]) / 1e6 for r in rows]

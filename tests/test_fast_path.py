@@ -204,3 +204,4 @@ def test_stage_costs_equal_the_graph_path(cfg, timing):
         batch = Batch.build(k, 0, 0, entries)
         graph = build_graph(inst.layout, batch, inst.timer.durations(batch))
         assert costs.times(batch) == backend.stage_times(graph)
+        assert costs.times_split(batch) == (backend.stage_times(graph), backend.stage_split(graph))

@@ -31,6 +31,8 @@ class StageEvent(NamedTuple):  # a tuple: one is made per stage per batch
     start_ns: int  # the stage starts (its input has arrived)
     end_ns: int  # its last rank is done
     first_rank_end_ns: int = -1  # rank 0 is done (differs only by a queued host-memory store)
+    compute_ns: int = 0  # of end - start, the time spent computing (the rest is communication and memory)
+    send_ns: int = 0  # the SEND to the next stage that ends the stage (the next stage waits on it)
 
 
 class BatchTiming(NamedTuple):

@@ -9,7 +9,7 @@ from ..config.cluster import ClusterConfig
 from ..graph.iteration import IterationGraph, OpKind, StageProgram
 from .base import BatchTiming, StageEvent, StageTimingBackend
 from .network import Link, mem_ns, p2p_ns, ring_allgather_ns, ring_allreduce_ns
-from .placement import Placement, StageTimes
+from .placement import Placement, StageSplit, StageTimes
 from .stage_cost import StageCosts
 
 __all__ = ["EmbeddedBackend", "StageEvent"]
@@ -57,6 +57,16 @@ class EmbeddedBackend(StageTimingBackend):
         return (sum(f(o, tp, local_bw) for o in prog.head_ops) + prog.n_blocks * block
                 + sum(f(o, tp, local_bw) for o in prog.tail_ops))
 
+    def send_ns(self, prog: StageProgram, tp: int) -> int:
+        """The SENDs that end a stage (what the next stage waits on once they start)."""
+        return sum(self._op_ns(o, tp, 0.0) for o in prog.tail_ops if o.kind is OpKind.SEND)
+
+    def stage_split(self, graph: IterationGraph) -> StageSplit:
+        """Per stage: (compute ns, SEND ns at its end)."""
+        comp = lambda ops: sum(o.duration_ns for o in ops if o.kind is OpKind.COMPUTE)
+        return [(comp(p.head_ops) + p.n_blocks * comp(p.block_ops) + comp(p.tail_ops), self.send_ns(p, graph.tp_size))
+                for p in graph.stages]
+
     def stage_times(self, graph: IterationGraph) -> StageTimes:
         """Per stage: (busy ns between input and output, host load ns per rank, host store ns per rank)."""
         host, local_bw = self._host[graph.instance], self._local_bw[graph.instance]
@@ -73,12 +83,16 @@ class EmbeddedBackend(StageTimingBackend):
         if where is None:
             layout = inst.layout
             costs = StageCosts(layout, inst.timer, self)
-            where = self._where[inst.index] = (costs.times, inst.index, layout.first_npu, layout.tp_size)
-        times_of, index, first_npu, tp = where
-        # a graph given is timed as built (it may be dumped as traces); else from the batch's shape
-        times = self.stage_times(graph) if graph is not None else times_of(batch)
+            where = self._where[inst.index] = (costs.times, inst.index, layout.first_npu, layout.tp_size, costs)
+        times_of, index, first_npu, tp, costs = where
         if detail:
-            events = self.placement.place(index, first_npu, tp, batch.id, times, t_ns)
+            # a graph given is timed as built (it may be dumped as traces); else from the batch's shape
+            if graph is not None:
+                times, split = self.stage_times(graph), self.stage_split(graph)
+            else:
+                times, split = costs.times_split(batch)
+            events = self.placement.place(index, first_npu, tp, batch.id, times, t_ns, split)
             return BatchTiming(events[0].first_rank_end_ns, events[-1].end_ns, events)
+        times = self.stage_times(graph) if graph is not None else times_of(batch)
         stage0, end = self.placement.place_ends(index, first_npu, tp, batch.id, times, t_ns)
         return _timing(BatchTiming, (stage0, end, None))  # BatchTiming(stage0, end, None), at half the cost

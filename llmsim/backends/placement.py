@@ -14,6 +14,9 @@ from .base import StageEvent
 
 # Per stage: (busy ns between input and output, host load ns per rank, host store ns per rank).
 StageTimes = list[tuple[int, int, int]]
+# Per stage, for the accounting (llmsim/accounting.py): (compute ns of the busy time, SEND ns at its end).
+StageSplit = list[tuple[int, int]]
+_NO_SPLIT = (0, 0)
 
 
 class Placement:
@@ -25,12 +28,12 @@ class Placement:
         self._host_ends: list[int] = []
 
     def place(self, instance: int, first_npu: int, tp: int, batch_id: int, times: StageTimes,
-              t_ns: int) -> list[StageEvent]:
-        """Place the batch's stages from t_ns; one event per stage."""
+              t_ns: int, split: StageSplit | None = None) -> list[StageEvent]:
+        """Place the batch's stages from t_ns; one event per stage (with split: its compute and send ns)."""
         free = self._free[instance]
         events = []
         if tp == 1:  # the common case, without per-rank lists
-            self._place1(instance, first_npu, batch_id, times, t_ns, events)
+            self._place1(instance, first_npu, batch_id, times, t_ns, events, split)
             return events
         ready = [t_ns] * tp  # when each rank's input is available
         for stage, (busy, load, store) in enumerate(times):
@@ -41,7 +44,9 @@ class Placement:
             ends = self._queued(ends, store, t_ns)
             free[stage] = ends
             ready = ends  # SEND is the stage's last op: the next stage's RECV completes with it
-            events.append(StageEvent(instance, stage, first_npu + stage * tp, batch_id, min(begin), ends[-1], ends[0]))
+            compute, send = split[stage] if split else _NO_SPLIT
+            events.append(StageEvent(instance, stage, first_npu + stage * tp, batch_id, min(begin), ends[-1], ends[0],
+                                     compute, send))
         return events
 
     def place_ends(self, instance: int, first_npu: int, tp: int, batch_id: int, times: StageTimes,
@@ -52,7 +57,7 @@ class Placement:
             return events[0].first_rank_end_ns, events[-1].end_ns
         return self._place1(instance, first_npu, batch_id, times, t_ns, None)
 
-    def _place1(self, instance, first_npu, batch_id, times, t_ns, events) -> tuple[int, int]:
+    def _place1(self, instance, first_npu, batch_id, times, t_ns, events, split=None) -> tuple[int, int]:
         free = self._free[instance]
         ready = t_ns
         first = -1
@@ -67,7 +72,8 @@ class Placement:
             if first < 0:
                 first = end
             if events is not None:
-                events.append(StageEvent(instance, stage, first_npu + stage, batch_id, begin, end, end))
+                compute, send = split[stage] if split else _NO_SPLIT
+                events.append(StageEvent(instance, stage, first_npu + stage, batch_id, begin, end, end, compute, send))
         return first, ready
 
     def _queued(self, ready: list[int], each_ns: int, now_ns: int) -> list[int]:

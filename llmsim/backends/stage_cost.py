@@ -59,8 +59,10 @@ class StageCosts:
         comm = IterationGraph(0, self.layout.instance, self.layout.first_npu, self.layout.tp_size, tuple(
             StageProgram(p.stage, p.first_layer, scaled(head), scaled(block), p.n_blocks, scaled(tail))
             for p, (head, block, tail) in zip(self._probe_stages, self._comm)))
-        return [(busy + sum(n * d[l] for l, n in ops.items()), load, store)
-                for (busy, load, store), ops in zip(self.backend.stage_times(comm), self._tok_ops)]
+        sends = [self.backend.send_ns(p, self.layout.tp_size) for p in comm.stages]
+        # (busy, load, store, of busy the communication, of that the SEND at the end)
+        return [(busy + sum(n * d[l] for l, n in ops.items()), load, store, busy, send)
+                for (busy, load, store), ops, send in zip(self.backend.stage_times(comm), self._tok_ops, sends)]
 
     def _reqs_part(self, num_reqs: int) -> list[int]:
         d = self.timer.base_durations(1, num_reqs)
@@ -68,17 +70,28 @@ class StageCosts:
 
     def times(self, batch) -> list[tuple[int, int, int]]:
         """(busy, host load, host store) per stage, as EmbeddedBackend.stage_times of the batch's graph."""
+        shape = self._shape_of(batch)
+        t = self.timer.attention_ns(batch)
+        return [(b + k * t, load, store) for b, k, load, store, _, _ in shape]
+
+    def _shape_of(self, batch):
         key = (batch.total_len, batch.num_reqs)
         shape = self._shapes.get(key)
         if shape is None:
             if len(self._shapes) >= _CACHE_CAP:
                 self._shapes.clear()
             shape = self._shapes[key] = self._shape(*key)
-        t = self.timer.attention_ns(batch)
-        return [(b + k * t, load, store) for b, k, load, store in shape]
+        return shape
 
-    def _shape(self, total_len: int, num_reqs: int) -> list[tuple[int, int, int, int]]:
-        """Per stage: (busy without attention, attention ops, host load, host store)."""
+    def times_split(self, batch):
+        """times(batch), and per stage (compute ns, SEND ns), as the backend's stage_split of its graph."""
+        shape = self._shape_of(batch)
+        t = self.timer.attention_ns(batch)
+        return ([(b + k * t, load, store) for b, k, load, store, _, _ in shape],
+                [(b + k * t - comm, send) for b, k, _, _, comm, send in shape])
+
+    def _shape(self, total_len: int, num_reqs: int) -> list[tuple[int, int, int, int, int, int]]:
+        """Per stage: (busy without attention, attention ops, host load, host store, communication, SEND)."""
         tok = self._by_tokens.get(total_len)
         if tok is None:
             if len(self._by_tokens) >= _CACHE_CAP:
@@ -87,4 +100,4 @@ class StageCosts:
         req = self._by_reqs.get(num_reqs)
         if req is None:
             req = self._by_reqs[num_reqs] = self._reqs_part(num_reqs)
-        return [(b + r, k, load, store) for (b, load, store), r, k in zip(tok, req, self._attn_ops)]
+        return [(b + r, k, load, store, comm, send) for (b, load, store, comm, send), r, k in zip(tok, req, self._attn_ops)]

@@ -6,12 +6,13 @@ import tempfile
 
 import click
 
-from .. import metrics
+from .. import metrics, stage_report
 from ..errors import InputError
 from ..outputs import is_stdout, is_stream, reserve
 from ..paths import resolve_input
 from ..plugins import TRACE_WRITERS, load
 from ..simulate import SYNTHETIC_WORKLOAD, make_backend, prepare, run
+from ..timeline import parse_window, timeline_json
 from ..units import NS_PER_S
 from .options import _finite, announce, engine_args, engine_options
 
@@ -31,6 +32,16 @@ RUN_OPTIONS = [
     click.option("--log-interval", type=click.FloatRange(min=0), default=1.0, show_default=True, callback=_log_interval,
                  help="Seconds of simulated time between [INFO] lines; 0 = none."),
     click.option("--iteration-log", default=None, help="CSV with one row per batch and pipeline stage."),
+    click.option("--stage-report", default=None,
+                 help="CSV of the per-stage accounting: busy (compute, communication) and idle by cause, for the "
+                      "run and each log interval (also written beside --output as <output>.stages.csv)."),
+    click.option("--timeline", default=None,
+                 help="Chrome trace-event JSON of the run (ui.perfetto.dev, chrome://tracing): a track per NPU, "
+                      "batch and idle slices, transfers as arrows, request and KV counters."),
+    click.option("--timeline-window", default=None, metavar="START:END",
+                 help="Keep only this span of simulated seconds in --timeline (small files for long runs)."),
+    click.option("--plots", "plots_dir", default=None,
+                 help="Folder for PNG plots: latency CDFs, throughput, queues, KV usage, stage utilisation."),
     click.option("--backend", default="embedded", show_default=True,
                  help="embedded: in process (ASTRA-Sim's analytical semantics); astra-sim: your ASTRA-Sim build; "
                       "or any backend installed in the llmsim.backends entry-point group."),
@@ -83,13 +94,22 @@ def _outputs(o: dict) -> list:
         out.append((o["output"], "output"))
         if not is_stream(o["output"]):
             out += [(o["output"] + suffix, f"{what} (beside --output)") for suffix, what in
-                    ((".meta.json", "metadata"), (".summary.json", "summary"), (".unfinished.csv", "unfinished list"))]
-    if o["iteration_log"]:
-        out.append((o["iteration_log"], "iteration log"))
+                    ((".meta.json", "metadata"), (".summary.json", "summary"), (".unfinished.csv", "unfinished list"),
+                     (".stages.csv", "stage report"), (".timeseries.csv", "time series"))]
+    for key, what in (("iteration_log", "iteration log"), ("stage_report", "stage report"), ("timeline", "timeline")):
+        if o[key]:
+            out.append((o[key], what))
     return out
 
 
 def simulate(o: dict) -> None:
+    if o["timeline_window"] is not None:
+        if not o["timeline"]:
+            raise InputError("--timeline-window: needs --timeline")
+        try:
+            o["timeline_window"] = parse_window(o["timeline_window"])
+        except ValueError as e:
+            raise InputError(f"--timeline-window: {e}") from None
     inputs = {resolve_input(p): what for p, what in ((o["cluster_config"], "cluster config"),
                                                      (o["dataset"], "dataset")) if p}
     # the CSV owns stdout when it goes there; everything human-readable moves to stderr
@@ -97,10 +117,12 @@ def simulate(o: dict) -> None:
     to_stdout = any(is_stdout(p) for p, _ in planned)
     with reserve(planned, inputs) as outputs, \
             contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
-        files, result = _simulate(o)
+        files, result, sim = _simulate(o)
         outputs.write(files)
         if not o["quiet"]:
             click.echo(metrics.written_line(files))  # the summary's last line
+    if o["plots_dir"]:
+        _plots(o, sim, result)
     if result.unfinished:
         click.echo(f"[WARNING] {len(result.unfinished)} request(s) did not finish; first: request "
                    f"{result.unfinished[0][0].id}: {result.unfinished[0][1]}", err=True)
@@ -119,8 +141,8 @@ def _simulate(o: dict) -> tuple:
         click.echo(f"[INFO] the first request arrives at {sim.arrival_shift_ns} ns (over a day in): every arrival "
                    "is moved that much earlier, so the run starts at t=0; outputs use the moved times "
                    "(arrival_shift_ns in the metadata)")
-    interval_ns = 0 if quiet else int(round(o["log_interval"] * NS_PER_S))
-    on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns else None
+    interval_ns = int(round(o["log_interval"] * NS_PER_S))
+    on_hb = (lambda hb, iv: click.echo(metrics.heartbeat_line(hb, iv))) if interval_ns and not quiet else None
     on_graph = None
     if o["dump_traces"]:
         flavor = o["trace_flavor"] or (o["astra_sim_flavor"] if o["backend"] == "astra-sim" else "llmservingsim")
@@ -131,21 +153,58 @@ def _simulate(o: dict) -> tuple:
     gc.freeze()
     gc.disable()
     result = run(sim, backend, routing_policy=o["request_routing_policy"], log_interval_ns=interval_ns,
-                 on_heartbeat=on_hb, record_iterations=iteration_log is not None, on_graph=on_graph, seed=o["seed"])
+                 on_heartbeat=on_hb, record_iterations=iteration_log is not None, on_graph=on_graph, seed=o["seed"],
+                 timeline=o["timeline"] is not None)
     instances = sim.instances
     stats = None
     if not quiet or output:
         stats = metrics.summary_stats(result, [i.scheduler.stats for i in instances])
     if not quiet:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances], stats))
+        if result.stages:
+            click.echo(stage_report.pipeline_table(result.stages))
+        elif result.stages is None:
+            click.echo("  (no per-stage accounting: this backend reports only whole batches)")
     files = {}  # everything is rendered before anything is written
     if output:
         files[output] = metrics.requests_csv_lines(result, instances)  # streamed: it can be GBs
         if not is_stream(output):
             files[f"{output}.meta.json"] = metrics.run_metadata(sim, result, o)
-            files[f"{output}.summary.json"] = metrics.summary_json(stats)
+            files[f"{output}.summary.json"] = metrics.summary_json(stats, result.stages)
             if result.unfinished:
                 files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
+            if result.stages:
+                files[f"{output}.stages.csv"] = stage_report.stages_csv(result.stages)
+            if result.heartbeats:
+                files[f"{output}.timeseries.csv"] = stage_report.timeseries_csv(result.heartbeats)
     if iteration_log:
         files[iteration_log] = metrics.iteration_csv(result.iteration_log)
-    return files, result
+    if o["stage_report"]:
+        if not result.stages:
+            raise InputError(f"--stage-report: the {o['backend']} backend reports no per-stage events to account")
+        files[o["stage_report"]] = stage_report.stages_csv(result.stages)
+    if o["timeline"]:
+        files[o["timeline"]] = timeline_json(instances, result.iteration_log, result.idle_segments, result.samples,
+                                             o["timeline_window"])
+    return files, result, sim
+
+
+def _plots(o: dict, sim, result) -> None:
+    """Draw from the files just written (the same code `llmsim plot` runs), or from a temporary copy."""
+    from ..plots import draw_all, load_run
+
+    output = o["output"]
+    with tempfile.TemporaryDirectory(prefix="llmsim-plots-") as tmp:
+        if not output or is_stream(output):
+            output = f"{tmp}/run.csv"
+            files = {output: metrics.requests_csv_lines(result, sim.instances)}
+            if result.stages:
+                files[f"{output}.stages.csv"] = stage_report.stages_csv(result.stages)
+            if result.heartbeats:
+                files[f"{output}.timeseries.csv"] = stage_report.timeseries_csv(result.heartbeats)
+            for path, text in files.items():
+                with open(path, "w") as f:
+                    f.writelines(text) if not isinstance(text, str) else f.write(text)
+        written = draw_all(load_run(output), o["plots_dir"])
+    if not o["quiet"]:
+        click.echo(f"[INFO] plots: {', '.join(str(p) for p in written)}")

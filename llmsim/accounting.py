@@ -1,0 +1,193 @@
+"""Where each pipeline stage's time went: busy (compute, communication) and idle, by cause.
+
+Every stage's wall time, [0, end of run), is partitioned to the nanosecond: each batch's stage
+interval [start, end) is busy, split into compute and the rest (sends, receives, TP collectives,
+host-memory transfers, queueing at host memory); each gap between intervals is idle, and every
+idle nanosecond gets exactly one cause:
+
+- a later stage waiting for a batch that exists: `transfer` while the previous stage's SEND of it
+  is on the wire, before that `fill_drain` if the instance had nothing in flight when the batch
+  was formed (the pipeline filling) else `upstream` (an earlier stage is slower: stage imbalance);
+- no batch to run yet: why the engine formed none, read from its state (`state()`, recorded by the
+  driver after every event): `inflight_cap` (pp_size batches in flight), `batch_queue` (vLLM's
+  engine blocked on its oldest batch while requests wait), `admission` (requests wait that do not
+  fit: KV blocks or max_num_seqs), `fill_drain` (every running request is in flight: its next step
+  needs the token the pipeline is still computing), `starved` (no request waiting or running).
+
+Pure bookkeeping on the stage events a backend reports; the engine feeds it (llmsim/engine.py).
+"""
+from bisect import bisect_right
+
+CAUSES = ("fill_drain", "starved", "inflight_cap", "batch_queue", "admission", "upstream", "transfer")
+FILL_DRAIN, STARVED, INFLIGHT_CAP, BATCH_QUEUE, ADMISSION, UPSTREAM, TRANSFER = range(len(CAUSES))
+CAUSE_TEXT = {
+    "fill_drain": "pipeline fill/drain (every running request in flight, or a stage waiting for the first batch)",
+    "starved": "starved (no request waiting or running)",
+    "inflight_cap": "in-flight cap (pp_size batches in flight)",
+    "batch_queue": "batch queue (vLLM's engine blocked on its oldest batch while requests wait)",
+    "admission": "admission (waiting requests do not fit: KV blocks or max_num_seqs)",
+    "upstream": "upstream stage (an earlier stage still computing the batch: stage imbalance)",
+    "transfer": "transfer (the previous stage's send of the batch on the wire)",
+}
+# What counts as a pipeline bubble: idle that the pipeline's shape causes, not the workload
+# (starved) or the memory (admission).
+BUBBLE = (FILL_DRAIN, INFLIGHT_CAP, BATCH_QUEUE, UPSTREAM, TRANSFER)
+_COMPUTE, _COMM, _IDLE = 0, 1, 2  # slots of a tally: compute, communication, then one per cause
+
+
+def why_idle(inflight: int, pp: int, waiting: int, running: int, blocked: bool) -> int:
+    """Why an instance forms no batch now, from its scheduler's counts (after it was asked)."""
+    if inflight >= pp:
+        return INFLIGHT_CAP
+    if waiting:
+        return BATCH_QUEUE if blocked else ADMISSION
+    return FILL_DRAIN if running else STARVED
+
+
+def _tally() -> list[int]:
+    return [0] * (_IDLE + len(CAUSES))
+
+
+class _Stage:
+    __slots__ = ("last_end", "run", "buckets")
+
+    def __init__(self):
+        self.last_end = 0  # when the stage finished its last batch
+        self.run = _tally()
+        self.buckets: dict[int, list[int]] = {}  # log interval k -> tally of [k*iv, (k+1)*iv)
+
+
+class Accountant:
+    def __init__(self, pp_sizes: list[int], interval_ns: int = 0, keep_segments: bool = False):
+        self.stages = [[_Stage() for _ in range(pp)] for pp in pp_sizes]
+        # per instance: the engine's state since each time (why no batch could be formed)
+        self._t = [[0] for _ in pp_sizes]
+        self._cause = [[STARVED] for _ in pp_sizes]
+        self.iv = interval_ns
+        # (instance, stage, start, end, cause) of every idle stretch, for a timeline
+        self.segments: list | None = [] if keep_segments else None
+
+    def state(self, i: int, t: int, cause: int) -> None:
+        """From t on, instance i forms no batch for this reason (until its next state)."""
+        ts, cs = self._t[i], self._cause[i]
+        if cs[-1] == cause:
+            return
+        if ts[-1] == t:
+            cs[-1] = cause
+        else:
+            ts.append(t)
+            cs.append(cause)
+
+    def batch(self, i: int, formed_ns: int, pipeline_was_empty: bool, events) -> None:
+        """A batch of instance i, formed at formed_ns, placed as `events` (one per stage, in order)."""
+        stages = self.stages[i]
+        prev_send = 0
+        for s, ev in enumerate(events):
+            acc = stages[s]
+            g0, g1 = acc.last_end, ev.start_ns
+            if g1 > g0:
+                if s == 0:  # stage 0 starts a batch when it is formed, or when it frees
+                    self._by_state(i, s, g0, g1)
+                else:
+                    a = min(max(formed_ns, g0), g1)
+                    if a > g0:
+                        self._by_state(i, s, g0, a)
+                    wire = max(a, g1 - prev_send)
+                    if wire > a:
+                        self._add(i, s, FILL_DRAIN if pipeline_was_empty else UPSTREAM, a, wire)
+                    if g1 > wire:
+                        self._add(i, s, TRANSFER, wire, g1)
+            # TP ranks may start a batch while another rank still stores the previous one's output
+            # (host memory is one queue): the stage is busy from its first rank's start to its last
+            # rank's end, and overlapping intervals count once.
+            start = max(g0, g1)
+            if ev.end_ns > start:
+                self._busy(acc, start, ev.end_ns, min(ev.compute_ns, ev.end_ns - start))
+                acc.last_end = ev.end_ns
+            prev_send = ev.send_ns
+        self._prune(i)
+
+    def finish(self, end_ns: int) -> None:
+        """The run ended at end_ns: each stage's idle time after its last batch."""
+        for i, stages in enumerate(self.stages):
+            for s, acc in enumerate(stages):
+                if end_ns > acc.last_end:
+                    self._by_state(i, s, acc.last_end, end_ns)
+                    acc.last_end = end_ns
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _by_state(self, i: int, s: int, x: int, y: int) -> None:
+        ts, cs = self._t[i], self._cause[i]
+        k = bisect_right(ts, x) - 1
+        while x < y:
+            nxt = ts[k + 1] if k + 1 < len(ts) else y
+            end = min(nxt, y)
+            if end > x:
+                self._add(i, s, cs[k], x, end)
+            x = end
+            k += 1
+
+    def _prune(self, i: int) -> None:
+        """States before every stage's last batch end are never read again."""
+        ts = self._t[i]
+        if len(ts) > 256:
+            k = bisect_right(ts, min(a.last_end for a in self.stages[i])) - 1
+            if k > 128:
+                del ts[:k], self._cause[i][:k]
+
+    def _add(self, i: int, s: int, cause: int, x: int, y: int) -> None:
+        acc = self.stages[i][s]
+        acc.run[_IDLE + cause] += y - x
+        if self.segments is not None:
+            self.segments.append((i, s, x, y, cause))
+        iv = self.iv
+        if iv:
+            for k in range(x // iv, (y - 1) // iv + 1):
+                b = acc.buckets.get(k) or acc.buckets.setdefault(k, _tally())
+                b[_IDLE + cause] += min(y, (k + 1) * iv) - max(x, k * iv)
+
+    def _busy(self, acc: _Stage, start: int, end: int, compute: int) -> None:
+        acc.run[_COMPUTE] += compute
+        acc.run[_COMM] += end - start - compute
+        iv = self.iv
+        if not iv or end <= start:
+            return
+        total, done = end - start, 0
+        for k in range(start // iv, (end - 1) // iv + 1):
+            x, y = max(start, k * iv), min(end, (k + 1) * iv)
+            upto = compute * (y - start) // total  # compute spread evenly; the parts sum exactly
+            b = acc.buckets.get(k) or acc.buckets.setdefault(k, _tally())
+            b[_COMPUTE] += upto - done
+            b[_COMM] += (y - x) - (upto - done)
+            done = upto
+
+    # -- results -------------------------------------------------------------------------------------
+    def rows(self, end_ns: int, instances) -> list[dict]:
+        """The whole run's row per stage (window "run"), then each log interval's rows."""
+        out = []
+        for inst, stages in zip(instances, self.stages):
+            for s, acc in enumerate(stages):
+                out.append(_row("run", 0, end_ns, inst, s, acc.run))
+        if self.iv:
+            for inst, stages in zip(instances, self.stages):
+                for s, acc in enumerate(stages):
+                    for k in sorted(acc.buckets):
+                        a, b = k * self.iv, min((k + 1) * self.iv, end_ns)
+                        if b > a:
+                            out.append(_row("interval", a, b, inst, s, acc.buckets[k]))
+        return out
+
+
+def _row(window: str, a: int, b: int, inst, s: int, t: list[int]) -> dict:
+    wall = b - a
+    cfg = inst.config
+    mem = inst.memory.stages[s]
+    row = {"window": window, "window_start_s": a / 1e9, "window_end_s": b / 1e9, "instance": inst.index, "stage": s,
+           "npus": " ".join(str(cfg.first_npu + s * cfg.tp_size + r) for r in range(cfg.tp_size)),
+           "layers": mem.layers, "weight_bytes": mem.weight_bytes, "wall_ns": wall,
+           "busy_compute_ns": t[_COMPUTE], "busy_comm_ns": t[_COMM]}
+    for c, name in enumerate(CAUSES):
+        row[f"idle_{name}_ns"] = t[_IDLE + c]
+    row["busy_pct"] = round(100 * (t[_COMPUTE] + t[_COMM]) / wall, 3) if wall else 0.0
+    row["bubble_fraction"] = round(sum(t[_IDLE + c] for c in BUBBLE) / wall, 6) if wall else 0.0
+    return row
