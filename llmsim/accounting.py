@@ -35,12 +35,17 @@ BUBBLE = (FILL_DRAIN, INFLIGHT_CAP, BATCH_QUEUE, UPSTREAM, TRANSFER)
 _COMPUTE, _COMM, _IDLE = 0, 1, 2  # slots of a tally: compute, communication, then one per cause
 
 
-def why_idle(inflight: int, pp: int, waiting: int, running: int, blocked: bool) -> int:
-    """Why an instance forms no batch now, from its scheduler's counts (after it was asked)."""
+def why_idle(inflight: int, pp: int, waiting: int, running: int, blocked: bool, refused: int, max_seqs: int) -> int:
+    """Why an instance forms no batch now, from its scheduler's counts. refused: how many requests
+    waited when the scheduler last had nothing new (they did not fit); blocked: vLLM's engine waits
+    on its oldest batch. A request that arrived since, with a sequence slot free, would have been
+    considered had the engine asked: the batch queue holds it (KV fit is not re-checked)."""
     if inflight >= pp:
         return INFLIGHT_CAP
     if waiting:
-        return BATCH_QUEUE if blocked else ADMISSION
+        if blocked and waiting > refused and (not max_seqs or running < max_seqs):
+            return BATCH_QUEUE
+        return ADMISSION
     return FILL_DRAIN if running else STARVED
 
 
@@ -81,6 +86,7 @@ class Accountant:
     def batch(self, i: int, formed_ns: int, pipeline_was_empty: bool, events) -> None:
         """A batch of instance i, formed at formed_ns, placed as `events` (one per stage, in order)."""
         stages = self.stages[i]
+        iv = self.iv
         prev_send = 0
         for s, ev in enumerate(events):
             acc = stages[s]
@@ -94,17 +100,33 @@ class Accountant:
                         self._by_state(i, s, g0, a)
                     wire = max(a, g1 - prev_send)
                     if wire > a:
-                        self._add(i, s, FILL_DRAIN if pipeline_was_empty else UPSTREAM, a, wire)
+                        self._add(acc, i, s, FILL_DRAIN if pipeline_was_empty else UPSTREAM, a, wire)
                     if g1 > wire:
-                        self._add(i, s, TRANSFER, wire, g1)
+                        self._add(acc, i, s, TRANSFER, wire, g1)
             # TP ranks may start a batch while another rank still stores the previous one's output
             # (host memory is one queue): the stage is busy from its first rank's start to its last
             # rank's end, and overlapping intervals count once.
-            start = max(g0, g1)
-            if ev.end_ns > start:
-                self._busy(acc, start, ev.end_ns, min(ev.compute_ns, ev.end_ns - start))
-                acc.last_end = ev.end_ns
+            start, end = (g1 if g1 > g0 else g0), ev.end_ns
             prev_send = ev.send_ns
+            if end <= start:
+                continue
+            compute = ev.compute_ns
+            if compute > end - start:
+                compute = end - start
+            run = acc.run
+            run[_COMPUTE] += compute
+            run[_COMM] += end - start - compute
+            acc.last_end = end
+            if iv:
+                k = start // iv
+                if (end - 1) // iv == k:  # the common case: within one log interval
+                    b = acc.buckets.get(k)
+                    if b is None:
+                        b = acc.buckets[k] = _tally()
+                    b[_COMPUTE] += compute
+                    b[_COMM] += end - start - compute
+                else:
+                    self._busy_spread(acc, start, end, compute)
         self._prune(i)
 
     def finish(self, end_ns: int) -> None:
@@ -118,12 +140,13 @@ class Accountant:
     # -- internals ---------------------------------------------------------------------------------
     def _by_state(self, i: int, s: int, x: int, y: int) -> None:
         ts, cs = self._t[i], self._cause[i]
+        acc = self.stages[i][s]
         k = bisect_right(ts, x) - 1
         while x < y:
             nxt = ts[k + 1] if k + 1 < len(ts) else y
             end = min(nxt, y)
             if end > x:
-                self._add(i, s, cs[k], x, end)
+                self._add(acc, i, s, cs[k], x, end)
             x = end
             k += 1
 
@@ -135,28 +158,37 @@ class Accountant:
             if k > 128:
                 del ts[:k], self._cause[i][:k]
 
-    def _add(self, i: int, s: int, cause: int, x: int, y: int) -> None:
-        acc = self.stages[i][s]
-        acc.run[_IDLE + cause] += y - x
+    def _add(self, acc: _Stage, i: int, s: int, cause: int, x: int, y: int) -> None:
+        slot = _IDLE + cause
+        acc.run[slot] += y - x
         if self.segments is not None:
             self.segments.append((i, s, x, y, cause))
         iv = self.iv
         if iv:
-            for k in range(x // iv, (y - 1) // iv + 1):
-                b = acc.buckets.get(k) or acc.buckets.setdefault(k, _tally())
+            buckets = acc.buckets
+            k = x // iv
+            if (y - 1) // iv == k:
+                b = buckets.get(k)
+                if b is None:
+                    b = buckets[k] = _tally()
+                b[slot] += y - x
+                return
+            for k in range(k, (y - 1) // iv + 1):
+                b = buckets.get(k)
+                if b is None:
+                    b = buckets[k] = _tally()
                 b[_IDLE + cause] += min(y, (k + 1) * iv) - max(x, k * iv)
 
-    def _busy(self, acc: _Stage, start: int, end: int, compute: int) -> None:
-        acc.run[_COMPUTE] += compute
-        acc.run[_COMM] += end - start - compute
+    def _busy_spread(self, acc: _Stage, start: int, end: int, compute: int) -> None:
+        """A busy interval over several log intervals: compute spread evenly, the parts summing exactly."""
         iv = self.iv
-        if not iv or end <= start:
-            return
         total, done = end - start, 0
         for k in range(start // iv, (end - 1) // iv + 1):
             x, y = max(start, k * iv), min(end, (k + 1) * iv)
-            upto = compute * (y - start) // total  # compute spread evenly; the parts sum exactly
-            b = acc.buckets.get(k) or acc.buckets.setdefault(k, _tally())
+            upto = compute * (y - start) // total
+            b = acc.buckets.get(k)
+            if b is None:
+                b = acc.buckets[k] = _tally()
             b[_COMPUTE] += upto - done
             b[_COMM] += (y - x) - (upto - done)
             done = upto

@@ -43,6 +43,7 @@ class Engine:
         # had nothing new (the engine then blocks on its oldest batch) until the next completion.
         queue_rule = [inst.args.batch_formation == "vllm" and inst.config.pp_size > 1 for inst in instances]
         may_form = [True] * len(instances)
+        refused = [0] * len(instances)  # requests waiting when the scheduler last had nothing new
         inflight = [inst.scheduler.inflight for inst in instances]
         pop, push = heapq.heappop, heapq.heappush
         now = 0
@@ -91,6 +92,7 @@ class Engine:
                     formed = s.form_batch(i, now, want_graph)
                     if formed is None:
                         may_form[i] = False
+                        refused[i] = len(instances[i].scheduler.waiting)
                         break
                     batch, graph = formed
                     stage0_free, end, events = submit(instances[i], batch, graph, now, detail)
@@ -109,7 +111,8 @@ class Engine:
                 for i in touched:
                     sched = instances[i].scheduler
                     acct.state(i, now, why_idle(len(inflight[i]), instances[i].config.pp_size, len(sched.waiting),
-                                                len(sched.running), queue_rule[i] and not may_form[i]))
+                                                len(sched.running), queue_rule[i] and not may_form[i], refused[i],
+                                                instances[i].args.max_num_seqs))
         if acct is not None:
             acct.finish(now)
         return s.finish(now)

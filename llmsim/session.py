@@ -46,6 +46,8 @@ class Session:
         self.heartbeats: list[Heartbeat] = []
         # (t, instance, running, waiting, KV blocks used) at every batch formation, when wanted (a timeline)
         self.samples: list | None = None
+        self.on_progress = None  # (requests finished so far, now) after every batch completion
+        self._n_finished = 0
         self.iteration_log: list[IterationRecord] = []
 
     @property
@@ -132,6 +134,9 @@ class Session:
         tally[0] += done.prompt_tokens
         tally[1] += done.gen_tokens
         self.finished[i].extend(done.finished)
+        if self.on_progress is not None:
+            self._n_finished += len(done.finished)
+            self.on_progress(self._n_finished, now)
         released = False
         for req in done.finished:
             nxt = req.next_in_session

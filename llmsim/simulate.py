@@ -72,7 +72,7 @@ def make_backend(sim: Simulation, name: str = "embedded", options: dict | None =
 
 def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str = "LOAD", log_interval_ns: int = 0,
         on_heartbeat=None, record_iterations: bool = False, on_graph=None, seed: int = DEFAULT_SEED,
-        accounting: bool = True, timeline: bool = False) -> SimResult:
+        accounting: bool = True, timeline: bool = False, on_progress=None) -> SimResult:
     """Run the simulation on backend (default: a new embedded one), closing it afterwards.
     seed: the RAND routing policy's random seed. accounting: per-stage busy/idle rows in
     SimResult.stages (backends that time stages in process; the fork reports no stage events).
@@ -83,6 +83,7 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
                       seed=seed)
     if timeline:
         session.samples = []
+    session.on_progress = on_progress
     with backend:
         if backend.capability is Capability.OWNS_CLOCK:
             return backend.drive(session)
