@@ -6,6 +6,7 @@
     res.requests   # one row per finished request (the per-request CSV's figures)
     res.iterations # one row per batch and pipeline stage
     res.summary    # one row: throughputs, TTFT / TPOT / ITL statistics, preemptions, prefix hits
+    res.stages     # per pipeline stage: busy compute / communication, idle by cause, bubble fraction
 
 Nothing is written to disk. The CLI's main command is this plus file output.
 """
@@ -73,6 +74,16 @@ class Results:
         return pd.DataFrame([{k: v for k, v in vars(h).items() if k != "instances"} for h in self.raw.heartbeats],
                             columns=["t_ns", "batch_reqs", "prompt_tokens", "gen_tokens", "npu_mem_bytes", "running",
                                      "waiting"])
+
+    @cached_property
+    def stages(self):
+        """Per-stage accounting (docs/pipeline.md): busy compute/communication and idle by cause, one row
+        per stage for the whole run (window "run"), then per log interval. Empty on the fork backend."""
+        import pandas as pd
+
+        from .stage_report import STAGE_COLUMNS
+
+        return pd.DataFrame(self.raw.stages or [], columns=STAGE_COLUMNS)
 
     @cached_property
     def summary(self):

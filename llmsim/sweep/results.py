@@ -14,7 +14,8 @@ PERCENTILES = ("mean", "p50", "p90", "p99")
 LATENCIES = ("ttft", "tpot", "itl", "latency")
 METRICS = (["request_throughput_per_s", "output_tok_per_s", "total_tok_per_s", "goodput_req_per_s", "slo_attainment"]
            + [f"{m}_{s}_ms" for m in LATENCIES for s in PERCENTILES]
-           + ["peak_mem_bytes", "preemptions", "requests_finished", "requests_unfinished", "simulated_s"])
+           + ["peak_mem_bytes", "preemptions", "requests_finished", "requests_unfinished", "simulated_s",
+              "bubble_fraction_mean", "bubble_fraction_max"])
 POINT_FILES = ("requests.csv", "unfinished.csv", "summary.json", "workload.jsonl", "cluster.json", "point.json")
 _INTS = {"peak_mem_bytes", "preemptions", "requests_finished", "requests_unfinished"}  # nullable: error rows
 RESULT_FILE = "result.json"  # written last: its presence means the point's folder is complete
@@ -45,6 +46,10 @@ def point_metrics(res, slo: dict) -> dict:
     row.update(peak_mem_bytes=max(weights, sampled), preemptions=int(s["preemptions"]),
                requests_finished=int(s["requests_finished"]), requests_unfinished=int(s["requests_unfinished"]),
                simulated_s=secs)
+    # pipeline bubbles (llmsim/accounting.py): the stages' mean and the worst stage's
+    bubbles = [r["bubble_fraction"] for r in res.raw.stages or () if r["window"] == "run"]
+    row.update(bubble_fraction_mean=sum(bubbles) / len(bubbles) if bubbles else math.nan,
+               bubble_fraction_max=max(bubbles) if bubbles else math.nan)
     return row
 
 
