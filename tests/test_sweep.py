@@ -205,3 +205,12 @@ def test_dash_h(command):
 def test_example_spec_is_valid():
     spec = load_spec(str(ROOT / "configs/sweeps/pp_tp_rates.yaml"))
     assert len(spec.values) == 18
+
+
+def test_spec_first_form_runs_as_sweep_run(tmp_path):
+    # `llmsim sweep SPEC.yaml --out DIR` is `llmsim sweep run SPEC.yaml --out DIR`
+    spec = ROOT / "configs/sweeps/pp_tp_rates.yaml"
+    a = run_cli("sweep", spec, "--out", tmp_path / "a", "--check-only")
+    b = run_cli("sweep", "run", spec, "--out", tmp_path / "b", "--check-only")
+    assert a.exit_code == b.exit_code == 0
+    assert "18 points, all valid" in a.output and a.output == b.output

@@ -8,9 +8,19 @@ CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_EXIT = 100  # the exit status counts failed points, capped so it stays a valid status
 
 
-@click.group(context_settings=CTX)
+class _SpecFirst(click.Group):
+    """`llmsim sweep SPEC.yaml --out DIR` is `llmsim sweep run SPEC.yaml --out DIR`."""
+
+    def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_SpecFirst, context_settings=CTX)
 def sweep():
-    """Sweeps over cluster, engine and workload settings (docs/sweeps.md)."""
+    """Sweeps over cluster, engine and workload settings (docs/sweeps.md). `llmsim sweep SPEC.yaml
+    --out DIR` runs a spec (as `sweep run`); `llmsim sweep plot DIR` draws its Pareto front."""
 
 
 @sweep.command("run", context_settings=CTX)
