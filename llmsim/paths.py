@@ -53,7 +53,7 @@ def resolve_input(path: str) -> str:
     if p.is_absolute() or p.exists():
         return path
     for r in data_roots():
-        if (r / p).is_file():
+        if (r / p).exists():  # a file, or a shipped folder (a recorded vLLM run)
             return str(r / p)
     return path
 

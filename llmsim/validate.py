@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .metrics import finished_requests, request_metrics
+from .paths import resolve_input
 from .stats import STATS, diff_pct, summarize
 
 METRICS = ("TTFT", "TPOT", "latency")
@@ -32,7 +33,7 @@ class VllmRun:
 
 
 def load_vllm_run(path: str | Path) -> VllmRun:
-    root = Path(path)
+    root = Path(resolve_input(str(path)))  # a shipped run (configs/validation/...) from any folder
     vdir = root / "vllm" if (root / "vllm" / "meta.json").is_file() else root
     meta_path, req_path = vdir / "meta.json", vdir / "requests.jsonl"
     for p in (meta_path, req_path):

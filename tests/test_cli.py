@@ -231,3 +231,11 @@ def test_compat_selects_the_reference_rules_each_switchable(tmp_path, flags, wan
     assert res.exit_code == 0, res.output
     inst, = json.loads(Path(f"{out}.meta.json").read_text())["instances"]
     assert (inst["kv_capacity"], inst["batch_formation"], inst["stage_transfer"]) == want
+
+
+def test_validate_finds_the_shipped_run_from_any_folder(tmp_path):
+    # the README's command, run outside the source tree (as in the container): the shipped run resolves
+    res = _llmsim("validate", "--vllm-run", "configs/validation/RTX4090-Llama-3.1-8B", "--out", tmp_path / "v",
+                  cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "v" / "table.csv").is_file()
