@@ -112,6 +112,9 @@ class InputPaths:
 def write_inputs(cluster: ClusterConfig, root: Path, flavor: str) -> InputPaths:
     if flavor not in FLAVORS:
         raise InputError(f"astra-sim flavor: expected one of {', '.join(FLAVORS)}, got {flavor!r}")
+    if cluster.network is not None:
+        raise InputError(f"{cluster.path}: network: the ASTRA-Sim bridge does not write node-aware network inputs "
+                         "yet (docs/network.md); use --backend embedded")
     dims = topology_dims(cluster)
     if math.prod(dims) != cluster.total_npus:
         tps = sorted({i.tp_size for i in cluster.instances})

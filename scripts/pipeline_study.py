@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llmsim.accounting import BUBBLE, CAUSES  # noqa: E402
+from llmsim.accounting import CAUSES  # noqa: E402
 from llmsim.api import cluster_from_dict  # noqa: E402
 from llmsim.config.engine import EngineArgs  # noqa: E402
 from llmsim.metrics import summary_stats  # noqa: E402
@@ -87,8 +87,11 @@ def simulate(records: list[dict], tp: int, pp: int, timeline: bool) -> dict:
             return timing
 
         backend.submit = keep  # the engine reads backend.submit once per run
-    raw = run(sim, backend, timeline=timeline)
+    raw = run(sim, backend, timeline=timeline, record_iterations=True)
     stats = summary_stats(raw, [i.scheduler.stats for i in sim.instances])
+    for r in raw.stages:  # the accounting's guarantee: busy + every idle cause = wall, to the nanosecond
+        parts = r["busy_compute_ns"] + r["busy_comm_ns"] + sum(r[f"idle_{c}_ns"] for c in CAUSES)
+        assert parts == r["wall_ns"], (tp, pp, r)
     return {"sim": sim, "raw": raw, "stats": stats, "events": events,
             "stages": [r for r in raw.stages if r["window"] == "run"]}
 
@@ -114,16 +117,19 @@ def stage_table(results: list[tuple[str, dict]]) -> str:
 
 def request_table(results: list[tuple[str, dict]]) -> str:
     head = ["layout", "GPUs", "finished", "sim. time s", "req/s", "gen tok/s", "TTFT mean ms", "TTFT P50 ms",
-            "TTFT P99 ms", "TPOT mean ms", "TPOT P99 ms", "mean bubble"]
+            "TTFT P99 ms", "TPOT mean ms", "TPOT P99 ms", "reqs/batch mean", "reqs/batch CV", "mean bubble"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name, res in results:
         s, st = res["stats"], res["stages"]
         bubble = sum(r["bubble_fraction"] for r in st) / len(st)
         cfg = res["sim"].instances[0].config
+        sizes = [rec.requests for rec in res["raw"].iteration_log if rec.stage == 0]
+        m = sum(sizes) / len(sizes)
+        cv = math.sqrt(sum((x - m) ** 2 for x in sizes) / len(sizes)) / m
         cells = [name, str(cfg.tp_size * cfg.pp_size), str(s["requests_finished"]), f"{s['simulated_ns'] / 1e9:.1f}",
                  f"{s['request_throughput_per_s']:.2f}", f"{s['gen_throughput_tok_per_s']:.0f}",
                  f"{s['ttft_mean_ms']:.1f}", f"{s['ttft_median_ms']:.1f}", f"{s['ttft_p99_ms']:.1f}",
-                 f"{s['tpot_mean_ms']:.2f}", f"{s['tpot_p99_ms']:.2f}", f"{bubble:.3f}"]
+                 f"{s['tpot_mean_ms']:.2f}", f"{s['tpot_p99_ms']:.2f}", f"{m:.1f}", f"{cv:.2f}", f"{bubble:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -172,6 +178,8 @@ def draw_timeline(res: dict, start_ns: int, end_ns: int, path: Path, title: str)
     h = 0.72
     drawn = {"batches": 0, "idle": 0, "arrows": 0, "causes": set()}
     min_label_ms = span_ms * 0.028
+    tokens = {(rec.batch_id, rec.stage): (rec.prefill_tokens, rec.decode_tokens) for rec in raw.iteration_log
+              if rec.end_ns > start_ns and rec.start_ns < end_ns}
     for (bid, s), ev in sorted(events.items()):
         if ev.end_ns <= start_ns or ev.start_ns >= end_ns:
             continue
@@ -186,8 +194,13 @@ def draw_timeline(res: dict, start_ns: int, end_ns: int, path: Path, title: str)
                 a = max(send_from, start_ns)
                 ax.broken_barh([(ms(a), ms(x1) - ms(a))], (y - h / 2, h), facecolors="black", alpha=0.55,
                                linewidth=0)
-            if ms(x1) - ms(x0) >= min_label_ms:
-                ax.text((ms(x0) + ms(x1)) / 2, y, str(bid), ha="center", va="center", fontsize=8, color="white",
+            wide = ms(x1) - ms(x0)
+            if wide >= min_label_ms:
+                text = str(bid)
+                if wide >= 2.5 * min_label_ms and (bid, s) in tokens:
+                    p, d = tokens[(bid, s)]
+                    text += f"\n{p}+{d}" if p else f"\n{d} dec"
+                ax.text((ms(x0) + ms(x1)) / 2, y, text, ha="center", va="center", fontsize=8, color="white",
                         fontweight="bold", clip_on=True)
         drawn["batches"] += 1
     for i, s, x, y_, cause in raw.idle_segments or ():
@@ -220,7 +233,7 @@ def draw_timeline(res: dict, start_ns: int, end_ns: int, path: Path, title: str)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     ax.set_title(title, fontsize=11)
-    handles = [Patch(facecolor=BATCH_COLOURS[0], label="batch (id inside; colour cycles by id)"),
+    handles = [Patch(facecolor=BATCH_COLOURS[0], label="batch: id, then tokens (prefill+decode, or N dec); colour cycles by id"),
                Patch(facecolor="#333333", alpha=0.8, label="SEND to the next stage (end of the slice)")]
     handles += [Patch(facecolor=CAUSE_STYLE[c][0], hatch=CAUSE_STYLE[c][1], edgecolor="#555555",
                       label=f"idle: {SHORT[c]}") for c in CAUSES if c in drawn["causes"]]

@@ -35,7 +35,7 @@ import yaml
 
 from astra_bridge.chakra import codec
 from astra_bridge.chakra.et_def import CollectiveCommType
-from llmsim.backends.network import Link, mem_ns, p2p_ns, reduction_ns, ring_allgather_ns, ring_allreduce_ns
+from llmsim.backends.network import Link, hierarchical_allgather_ns, hierarchical_allreduce_ns, mem_ns, p2p_ns
 
 FLAVOR = "llmservingsim"
 IDLE_STEP_NS = 1_000_000  # the fork's EventQueue::add_current_time() on an empty queue
@@ -105,36 +105,19 @@ class Topology:
         dims = [d for d, n in enumerate(self.dims) if involved[d] and n > 1]
         if not dims:
             return None  # no stream is created and the real DataSet never notifies: a hang
-        kw = dict(local_mem_bw_gbps=self.local_bw, endpoint_delay_ns=self.e)
-        if len(dims) == 1:
-            d = dims[0]
-            return ring_allreduce_ns(self.links[d], size, self.dims[d], splits=self.splits,
-                                     total_npus=self.npus, **kw)
         # Several dims (localBWAware, ascending): RS on all but the last, AR on the last, AG back down.
         # Chunks run one after another; real ASTRA-Sim pipelines them across dims when splits > 1.
-        chunk = size // self.splits
-        if self.npus > chunk:
-            chunk, size = self.npus, self.splits * self.npus
-        per_chunk, c, e = 0, chunk, self.e
-        for d in dims[:-1]:
-            n, m = self.dims[d], c // self.dims[d]
-            per_chunk += e + (n - 1) * (p2p_ns(self.links[d], m) + e + reduction_ns(m, self.local_bw))
-            c = m
-        per_chunk += ring_allreduce_ns(self.links[dims[-1]], c, self.dims[dims[-1]], **kw)
-        for d in reversed(dims[:-1]):
-            per_chunk += e + (self.dims[d] - 1) * (p2p_ns(self.links[d], c) + e)
-            c *= self.dims[d]
-        return -(-size // chunk) * per_chunk
+        return hierarchical_allreduce_ns(tuple((self.links[d], self.dims[d]) for d in dims), size,
+                                         local_mem_bw_gbps=self.local_bw, endpoint_delay_ns=self.e,
+                                         splits=self.splits, total_npus=self.npus)
 
     @lru_cache(maxsize=None)
     def allgather_ns(self, size: int, involved: tuple[bool, ...]) -> int | None:
         dims = [d for d, n in enumerate(self.dims) if involved[d] and n > 1]
         if not dims:
             return None
-        if len(dims) > 1:
-            raise StandinError("an all-gather over several dimensions is not modelled by the stand-in")
-        d = dims[0]
-        return ring_allgather_ns(self.links[d], size, self.dims[d], endpoint_delay_ns=self.e, splits=self.splits)
+        return hierarchical_allgather_ns(tuple((self.links[d], self.dims[d]) for d in dims), size,
+                                         endpoint_delay_ns=self.e, splits=self.splits)
 
     def memory(self, loc: int) -> dict:
         tier = self.mem.get(_TIERS.get(loc, ""))

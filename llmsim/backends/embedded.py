@@ -8,7 +8,8 @@ same builder and network model, give the same times (tests/test_fast_path.py).
 from ..config.cluster import ClusterConfig
 from ..graph.iteration import IterationGraph, OpKind, StageProgram
 from .base import BatchTiming, StageEvent, StageTimingBackend
-from .network import Link, mem_ns, p2p_ns, ring_allgather_ns, ring_allreduce_ns
+from .fabric import InstanceLinks, allgather_ns, allreduce_ns, instance_links
+from .network import mem_ns, p2p_ns
 from .placement import Placement, StageSplit, StageTimes
 from .stage_cost import StageCosts
 
@@ -22,12 +23,7 @@ class EmbeddedBackend(StageTimingBackend):
     needs_graphs = False
 
     def __init__(self, cluster: ClusterConfig):
-        # Topology as the reference lays it out: TP on dimension 0, stages on the next one.
-        bw, lat = cluster.link_bw_gbps, cluster.link_latency_ns
-        dim = lambda vals, k: vals[k] if k < len(vals) else vals[0]  # a scalar is broadcast to every dimension
-        self._tp_link = Link(bw[0], lat[0])
-        k = 1 if max(len(bw), len(lat)) > 1 else 0
-        self._pp_link = Link(dim(bw, k), dim(lat, k))
+        self._links = {i.index: instance_links(cluster, i) for i in cluster.instances}
         self._host = {i.index: cluster.cpu_mem[i.node] for i in cluster.instances}
         self._local_bw = {i.index: i.npu_mem.bw_gbps for i in cluster.instances}
         self._total_npus = cluster.total_npus
@@ -35,36 +31,36 @@ class EmbeddedBackend(StageTimingBackend):
         self._where: dict[int, tuple] = {}  # instance -> (its stage costs, index, first NPU, tp)
 
     # -- the network model: a stage's busy time ------------------------------------------------
-    def _op_ns(self, op, tp: int, local_bw: float) -> int:
+    def _op_ns(self, op, links: InstanceLinks, stage: int, local_bw: float) -> int:
         k = op.kind
         if k is OpKind.COMPUTE:
             return op.duration_ns
         if k is OpKind.ALLREDUCE:
-            return ring_allreduce_ns(self._tp_link, op.size_bytes, tp, local_mem_bw_gbps=local_bw,
-                                     total_npus=self._total_npus)
+            return allreduce_ns(links, op.size_bytes, local_mem_bw_gbps=local_bw, total_npus=self._total_npus)
         if k is OpKind.SEND:
-            return p2p_ns(self._pp_link, op.size_bytes)
+            return p2p_ns(links.boundary[stage], op.size_bytes)
         if k is OpKind.ALLGATHER:
-            return ring_allgather_ns(self._tp_link, op.size_bytes, tp)
+            return allgather_ns(links, op.size_bytes)
         return 0  # RECV waits; host-memory ops are placed by the placement (they queue across ranks)
 
-    def stage_busy_ns(self, prog: StageProgram, tp: int, local_bw: float) -> int:
+    def stage_busy_ns(self, prog: StageProgram, instance: int, local_bw: float) -> int:
         """Time the stage's NPUs are busy once their RECV (if any) has completed."""
-        f = self._op_ns
+        f, links, s = self._op_ns, self._links[instance], prog.stage
         block = 0
         for o in prog.block_ops:  # the hot part: one decoder layer, repeated n_blocks times
-            block += o.duration_ns if o.kind is OpKind.COMPUTE else f(o, tp, local_bw)
-        return (sum(f(o, tp, local_bw) for o in prog.head_ops) + prog.n_blocks * block
-                + sum(f(o, tp, local_bw) for o in prog.tail_ops))
+            block += o.duration_ns if o.kind is OpKind.COMPUTE else f(o, links, s, local_bw)
+        return (sum(f(o, links, s, local_bw) for o in prog.head_ops) + prog.n_blocks * block
+                + sum(f(o, links, s, local_bw) for o in prog.tail_ops))
 
-    def send_ns(self, prog: StageProgram, tp: int) -> int:
+    def send_ns(self, prog: StageProgram, instance: int) -> int:
         """The SENDs that end a stage (what the next stage waits on once they start)."""
-        return sum(self._op_ns(o, tp, 0.0) for o in prog.tail_ops if o.kind is OpKind.SEND)
+        links = self._links[instance]
+        return sum(self._op_ns(o, links, prog.stage, 0.0) for o in prog.tail_ops if o.kind is OpKind.SEND)
 
     def stage_split(self, graph: IterationGraph) -> StageSplit:
         """Per stage: (compute ns, SEND ns at its end)."""
         comp = lambda ops: sum(o.duration_ns for o in ops if o.kind is OpKind.COMPUTE)
-        return [(comp(p.head_ops) + p.n_blocks * comp(p.block_ops) + comp(p.tail_ops), self.send_ns(p, graph.tp_size))
+        return [(comp(p.head_ops) + p.n_blocks * comp(p.block_ops) + comp(p.tail_ops), self.send_ns(p, graph.instance))
                 for p in graph.stages]
 
     def stage_times(self, graph: IterationGraph) -> StageTimes:
@@ -73,7 +69,7 @@ class EmbeddedBackend(StageTimingBackend):
         out = []
         for prog in graph.stages:
             mem = lambda ops, kind: sum(mem_ns(host.bw_gbps, host.latency_ns, o.size_bytes) for o in ops if o.kind is kind)
-            out.append((self.stage_busy_ns(prog, graph.tp_size, local_bw),
+            out.append((self.stage_busy_ns(prog, graph.instance, local_bw),
                         mem(prog.head_ops, OpKind.MEM_LOAD), mem(prog.tail_ops, OpKind.MEM_STORE)))
         return out
 

@@ -63,6 +63,49 @@ def ring_allgather_ns(link: Link, size_bytes: int, ranks: int, *, endpoint_delay
     return streams * (e + (ranks - 1) * (p2p_ns(link, chunk) + e))
 
 
+def hierarchical_allreduce_ns(dims: tuple[tuple[Link, int], ...], size_bytes: int, *, local_mem_bw_gbps: float,
+                              endpoint_delay_ns: int = 10, splits: int = 1, total_npus: int = 0) -> int:
+    """An all-reduce over several dimensions, (link, NPUs) innermost first, as ASTRA-Sim's
+    localBWAware collective runs it: reduce-scatter on every dimension but the last, all-reduce on
+    the last, all-gather back down; each chunk's phases one after another."""
+    dims = tuple((link, n) for link, n in dims if n > 1)
+    if not dims:
+        return 0
+    if len(dims) == 1:
+        return ring_allreduce_ns(dims[0][0], size_bytes, dims[0][1], local_mem_bw_gbps=local_mem_bw_gbps,
+                                 endpoint_delay_ns=endpoint_delay_ns, splits=splits, total_npus=total_npus)
+    chunk = size_bytes // splits
+    if total_npus > chunk:
+        chunk, size_bytes = total_npus, splits * total_npus
+    e, c, per_chunk = endpoint_delay_ns, chunk, 0
+    for link, n in dims[:-1]:
+        m = c // n
+        per_chunk += e + (n - 1) * (p2p_ns(link, m) + e + reduction_ns(m, local_mem_bw_gbps))
+        c = m
+    link, n = dims[-1]
+    per_chunk += ring_allreduce_ns(link, c, n, local_mem_bw_gbps=local_mem_bw_gbps, endpoint_delay_ns=e)
+    for link, n in reversed(dims[:-1]):
+        per_chunk += e + (n - 1) * (p2p_ns(link, c) + e)
+        c *= n
+    return -(-size_bytes // chunk) * per_chunk
+
+
+def hierarchical_allgather_ns(dims: tuple[tuple[Link, int], ...], size_bytes: int, *, endpoint_delay_ns: int = 10,
+                              splits: int = 1) -> int:
+    """An all-gather over several dimensions (link, NPUs), innermost first, `size_bytes` one rank's
+    part: ASTRA-Sim runs it outermost dimension first (its dim_mapper is reversed for All_Gather),
+    each phase gathering what the previous one produced."""
+    chunk = size_bytes // splits
+    if not chunk:
+        return 0
+    e, c, per_chunk = endpoint_delay_ns, chunk, 0
+    for link, n in reversed(dims):
+        if n > 1:
+            per_chunk += e + (n - 1) * (p2p_ns(link, c) + e)
+            c *= n
+    return -(-size_bytes // chunk) * per_chunk
+
+
 def mem_ns(bw_gbps: float, latency_ns: int, size_bytes: int) -> int:
     """Host (remote) memory load/store: latency + bytes / bandwidth, whole GB/s read as 1e9 B/s."""
     return int(latency_ns) + int(size_bytes / int(bw_gbps))

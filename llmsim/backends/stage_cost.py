@@ -59,7 +59,7 @@ class StageCosts:
         comm = IterationGraph(0, self.layout.instance, self.layout.first_npu, self.layout.tp_size, tuple(
             StageProgram(p.stage, p.first_layer, scaled(head), scaled(block), p.n_blocks, scaled(tail))
             for p, (head, block, tail) in zip(self._probe_stages, self._comm)))
-        sends = [self.backend.send_ns(p, self.layout.tp_size) for p in comm.stages]
+        sends = [self.backend.send_ns(p, self.layout.instance) for p in comm.stages]
         # (busy, load, store, of busy the communication, of that the SEND at the end)
         return [(busy + sum(n * d[l] for l, n in ops.items()), load, store, busy, send)
                 for (busy, load, store), ops, send in zip(self.backend.stage_times(comm), self._tok_ops, sends)]

@@ -6,6 +6,7 @@ from pathlib import Path
 from ..units import gb_to_bytes
 from ._fields import Fields, parse_json, read_config_bytes
 from .engine import DTYPE_BYTES, IGNORED_KEYS, OVERRIDE_KEYS
+from .network import NetworkSpec, check_placement, parse_network
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,14 @@ class ClusterConfig:
     cpu_mem: tuple[MemSpec, ...]  # per node
     instances: tuple[InstanceConfig, ...]
     warnings: tuple[str, ...] = ()
+    network: NetworkSpec | None = None  # node-aware fabrics (config/network.py); None: the flat network
 
     @property
     def total_npus(self) -> int:
         return sum(i.num_npus for i in self.instances)
 
 
-_TOP = {"num_nodes", "link_bw", "link_latency", "nodes", "cxl_mem"}
+_TOP = {"num_nodes", "link_bw", "link_latency", "nodes", "cxl_mem", "network"}
 _NODE = {"num_instances", "cpu_mem", "instances", "power"}
 _MEM = {"mem_size", "mem_bw", "mem_latency"}
 _INST = {"model_name", "hardware", "npu_mem", "pd_type", "num_npus", "tp_size", "pp_size", "ep_size",
@@ -122,8 +124,13 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
     top = Fields(path, raw, "")
     warnings += top.unknown(_TOP)
     num_nodes = top.get("num_nodes", int, minimum=1)
-    link_bw = _link(top, "link_bw", positive=True)
-    link_lat = _link(top, "link_latency", positive=False)
+    network = parse_network(top, warnings)
+    if network is not None and "link_bw" not in raw and "link_latency" not in raw:
+        # the node-aware fabrics replace the flat network's figures
+        link_bw, link_lat = (network.intra.bw_gbps,), (network.intra.latency_ns,)
+    else:
+        link_bw = _link(top, "link_bw", positive=True)
+        link_lat = _link(top, "link_latency", positive=False)
     nodes = top.get("nodes", list)
     if len(nodes) != num_nodes:
         top.fail(f"num_nodes is {num_nodes} but {len(nodes)} nodes are listed", "nodes")
@@ -132,7 +139,8 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
         node = Fields(path, node_raw, f"nodes[{n_idx}]")
         warnings += node.unknown(_NODE)
         cpu_mems.append(_mem(node.child("cpu_mem"), {"pim_config"}, warnings))
-        n_inst = node.get("num_instances", int, minimum=1)
+        # with a node-aware network a node may hold no instance of its own (another one spans it)
+        n_inst = node.get("num_instances", int, minimum=0 if network is not None else 1)
         insts = node.get("instances", list)
         if len(insts) != n_inst:
             node.fail(f"num_instances is {n_inst} but {len(insts)} instances are listed", "instances")
@@ -166,5 +174,8 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
                 mem_util=None if mem_util is None else float(mem_util), num_npus=num_npus, tp_size=tp,
                 pp_size=pp, first_npu=next_npu, overrides=overrides))
             next_npu += num_npus
+    if network is not None:
+        check_placement(network, top.child("network"), instances, next_npu, num_nodes)
     return ClusterConfig(path=path, num_nodes=num_nodes, link_bw_gbps=link_bw, link_latency_ns=link_lat,
-                         cpu_mem=tuple(cpu_mems), instances=tuple(instances), warnings=tuple(warnings))
+                         cpu_mem=tuple(cpu_mems), instances=tuple(instances), warnings=tuple(warnings),
+                         network=network)
