@@ -20,10 +20,11 @@ from pathlib import Path
 
 from llmsim.backends.base import ClockOwningBackend, StageEvent
 from llmsim.backends.embedded import EmbeddedBackend
+from llmsim.errors import InputError
 from llmsim.results import SimResult
 from llmsim.session import Session
 
-from .inputs import topology_dims, write_inputs
+from .inputs import astra_layout, topology_dims, write_inputs
 from .run_folder import RunFolder, TraceFiles
 from .process import AstraProcess, BackendError
 from .traces import write_graph, write_wait
@@ -61,6 +62,16 @@ class ForkBackend(ClockOwningBackend):
         self.timeout_s = timeout_s
         self.run_folder = run_folder  # locked for the run; released (a temporary one removed) by close()
         self.multi_dim = len(topology_dims(cluster)) > 1
+        # ASTRA-Sim's NPU numbers (a node-aware network reorders them; llmsim/config/network.py)
+        self.layout = astra_layout(cluster) if cluster.network is not None else None
+        self._id = self.layout.id if self.layout is not None else (lambda n: n)
+        if self.layout is not None:
+            for inst in cluster.instances:
+                ids = [self._id(p) for p in range(inst.first_npu, inst.first_npu + inst.num_npus)]
+                if sorted(ids) != list(range(min(ids), max(ids) + 1)) or (ids[0], ids[-1]) != (min(ids), max(ids)):
+                    raise InputError(f"{inst.where}: the fork needs each instance's NPUs numbered from its first stage "
+                                     "to its last in one run of ASTRA-Sim ids, which this node layout breaks; use "
+                                     "--astra-sim-flavor upstream or --backend embedded")
         self.traces = TraceFiles(self.workdir / "workload", keep_traces)
         self._waits = 0
         self.session: Session | None = None
@@ -85,8 +96,8 @@ class ForkBackend(ClockOwningBackend):
     def _wait_prefix(self, inst_cfg, n: int, until_ns: int, now: int) -> Path:
         """A wait for the start NPU; the NPUs it manages get an empty workload, so a busy middle
         stage is not held up."""
-        others = range(inst_cfg.first_npu + 1, inst_cfg.first_npu + inst_cfg.num_npus)
-        return write_wait([inst_cfg.first_npu], self._wait_path(n), "llmservingsim", until_ns - now,
+        others = [self._id(p) for p in range(inst_cfg.first_npu + 1, inst_cfg.first_npu + inst_cfg.num_npus)]
+        return write_wait([self._id(inst_cfg.first_npu)], self._wait_path(n), "llmservingsim", until_ns - now,
                           empty=others)
 
     def _wake_time(self, i: int, now: int) -> int | None:
@@ -102,8 +113,8 @@ class ForkBackend(ClockOwningBackend):
         return min(mine) if mine else None
 
     def _command(self, paths, first_wait: Path) -> list[str]:
-        starts = [str(i.first_npu) for i in self.cluster.instances]
-        ends = [str(i.first_npu + i.num_npus - 1) for i in self.cluster.instances if i.num_npus > 1]
+        starts = [str(self._id(i.first_npu)) for i in self.cluster.instances]
+        ends = [str(self._id(i.first_npu + i.num_npus - 1)) for i in self.cluster.instances if i.num_npus > 1]
         cmd = [str(self.binary), f"--workload-configuration={first_wait}",
                f"--system-configuration={paths.system}", f"--network-configuration={paths.network}",
                f"--memory-configuration={paths.memory}", f"--start-npu-ids={','.join(starts)},"]
@@ -120,9 +131,9 @@ class ForkBackend(ClockOwningBackend):
                              "llmservingsim", first)
         self._npus: dict[int, _Npu] = {}
         for inst in self.cluster.instances:
-            last = inst.first_npu + inst.num_npus - 1
-            self._npus[inst.first_npu] = _Npu(inst.index, True, last == inst.first_npu)
-            if last != inst.first_npu:
+            first, last = self._id(inst.first_npu), self._id(inst.first_npu + inst.num_npus - 1)
+            self._npus[first] = _Npu(inst.index, True, last == first)
+            if last != first:
                 self._npus[last] = _Npu(inst.index, False, True)
         self._stage0 = [_Stage0(wait_until=first) for _ in s.instances]
         self._queue_rule = [i.args.batch_formation == "vllm" and i.config.pp_size > 1 for i in s.instances]
@@ -202,7 +213,7 @@ class ForkBackend(ClockOwningBackend):
         i, st = npu.instance, self._stage0[npu.instance]
         if st.for_end:
             return self._hand(npu, st.for_end.popleft())
-        start = self._npus[self.cluster.instances[i].first_npu]
+        start = self._npus[self._id(self.cluster.instances[i].first_npu)]
         if self._pp1_split(i) and st.early is None and self._start_free(start, st.wait_until, now):
             # Both TP ranks of the only stage are free now: form the batch at this report so the
             # end rank starts it now too, not at the next event tick.
@@ -281,7 +292,7 @@ class ForkBackend(ClockOwningBackend):
         if formed is None:
             return None
         batch, graph = formed
-        prefix = write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim)
+        prefix = write_graph(graph, self._batch_prefix(i, batch.id), "llmservingsim", self.multi_dim, layout=self.layout)
         self.traces.written(prefix)
         self._waits_before[(i, batch.id)], self._open_waits[i] = self._open_waits[i], []
         self._predicted[(i, batch.id)] = self.shadow.submit(self.session.instances[i], batch, graph, now).end_ns

@@ -42,13 +42,62 @@ def upstream_dims(cluster: ClusterConfig) -> list[int]:
     return dims or [2]
 
 
-def network_yml(cluster: ClusterConfig, dims: list[int] | None = None) -> str:
-    dims = dims or topology_dims(cluster)
-    bw = _per_dim(cluster, cluster.link_bw_gbps, "link_bw", len(dims))
-    lat = _per_dim(cluster, cluster.link_latency_ns, "link_latency", len(dims))
+@dataclass(frozen=True)
+class AstraLayout:
+    """How the cluster maps onto ASTRA-Sim's multi-dimensional network."""
+    dims: tuple[int, ...]
+    bandwidth: tuple[float, ...]
+    latency: tuple[float, ...]
+    topology: tuple[str, ...]
+    ids: tuple[int, ...] | None = None  # our NPU number -> ASTRA-Sim's; None: the same
+    tp_involved: tuple[bool, ...] | None = None  # the TP collectives' involved_dim; None: every dimension
+
+    def id(self, npu: int) -> int:
+        return npu if self.ids is None else self.ids[npu]
+
+
+def astra_layout(cluster: ClusterConfig, flavor: str = "llmservingsim") -> AstraLayout:
+    """The reference's flat layout, or with a node-aware network (llmsim/config/network.py) three
+    dimensions [TP group, nodes, TP groups within a node] on the intra-node, inter-node and
+    intra-node fabrics. ASTRA-Sim sends a message on the first dimension in which the two NPUs'
+    coordinates differ, so the nodes come before the within-node dimension: a stage boundary across
+    nodes then crosses the inter-node fabric. Size-1 dimensions are dropped (nothing spans them)."""
+    net = cluster.network
+    if net is None:
+        dims = upstream_dims(cluster) if flavor == "upstream" else topology_dims(cluster)
+        n = len(dims)
+        return AstraLayout(tuple(dims), tuple(_per_dim(cluster, cluster.link_bw_gbps, "link_bw", n)),
+                           tuple(_per_dim(cluster, cluster.link_latency_ns, "link_latency", n)),
+                           ("FullyConnected",) * n, None, (True,) + (False,) * (n - 1) if n > 1 else None)
+    tps = sorted({i.tp_size for i in cluster.instances})
+    g, nodes = net.gpus_per_node, cluster.num_nodes
+    if len(tps) > 1 or tps[0] > g:
+        raise InputError(f"{cluster.path}: network: ASTRA-Sim's collectives span whole dimensions, so the bridge needs "
+                         f"one TP size for all instances, inside a node (tp_size {tps}, {g} GPUs per node); "
+                         "use --backend embedded")
+    tp = tps[0]
+    per_node = g // tp
+    ids = []
+    for p in range(cluster.total_npus):
+        local = p % g
+        ids.append(local % tp + tp * (p // g + nodes * (local // tp)))
+    full = [(tp, net.intra, True), (nodes, net.inter, False), (per_node, net.intra, False)]
+    kept = [d for d in full if d[0] > 1] or [(2, net.intra, False)]  # a lone NPU gets an idle partner
+    involved = tuple(d[2] for d in kept)
+    return AstraLayout(tuple(d[0] for d in kept), tuple(d[1].bw_gbps for d in kept),
+                       tuple(d[1].latency_ns for d in kept), tuple(d[1].topology for d in kept), tuple(ids),
+                       involved if len(kept) > 1 else None)
+
+
+def network_yml(cluster: ClusterConfig, dims: list[int] | None = None, layout: AstraLayout | None = None) -> str:
+    if layout is None:
+        dims = dims or topology_dims(cluster)
+        layout = AstraLayout(tuple(dims), tuple(_per_dim(cluster, cluster.link_bw_gbps, "link_bw", len(dims))),
+                             tuple(_per_dim(cluster, cluster.link_latency_ns, "link_latency", len(dims))),
+                             ("FullyConnected",) * len(dims))
     fmt = lambda xs: "[" + ", ".join(str(x) for x in xs) + "]"
-    return (f"topology: [{', '.join(['FullyConnected'] * len(dims))}]\n"
-            f"npus_count: {fmt(dims)}\nbandwidth: {fmt(bw)}\nlatency: {fmt(lat)}\n")
+    return (f"topology: [{', '.join(layout.topology)}]\n"
+            f"npus_count: {fmt(layout.dims)}\nbandwidth: {fmt(layout.bandwidth)}\nlatency: {fmt(layout.latency)}\n")
 
 
 def system_json(cluster: ClusterConfig, dims: list[int] | None = None) -> str:
@@ -112,18 +161,16 @@ class InputPaths:
 def write_inputs(cluster: ClusterConfig, root: Path, flavor: str) -> InputPaths:
     if flavor not in FLAVORS:
         raise InputError(f"astra-sim flavor: expected one of {', '.join(FLAVORS)}, got {flavor!r}")
-    if cluster.network is not None:
-        raise InputError(f"{cluster.path}: network: the ASTRA-Sim bridge does not write node-aware network inputs "
-                         "yet (docs/network.md); use --backend embedded")
+    layout = astra_layout(cluster, flavor)
     dims = topology_dims(cluster)
-    if math.prod(dims) != cluster.total_npus:
+    if cluster.network is None and math.prod(dims) != cluster.total_npus:
         tps = sorted({i.tp_size for i in cluster.instances})
         raise InputError(f"{cluster.path}: the ASTRA-Sim topology {dims} cannot hold {cluster.total_npus} NPUs: "
                          f"the bridge needs one layout for all instances (tp_size {tps}); use --backend embedded")
     paths = InputPaths(root / "network" / "network.yml", root / "system" / "system.json",
                        root / "memory" / "memory_expansion.json", root / "comm_group" / "comm_group.json")
-    dims = upstream_dims(cluster) if flavor == "upstream" else None
-    for path, text in ((paths.network, network_yml(cluster, dims)), (paths.system, system_json(cluster, dims)),
+    dims = list(layout.dims)
+    for path, text in ((paths.network, network_yml(cluster, layout=layout)), (paths.system, system_json(cluster, dims)),
                        (paths.memory, memory_json(cluster, flavor)), (paths.comm_group, comm_group_json(cluster))):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -7,7 +7,7 @@ from llmsim.errors import InputError
 from .binary import find_binary
 from .fork_driver import ForkBackend
 from .run_folder import RunFolder
-from .inputs import topology_dims
+from .inputs import astra_layout, topology_dims
 from .traces import write_graph
 from .upstream import UpstreamBackend
 
@@ -36,6 +36,7 @@ def trace_dumper(cluster, folder: str, flavor: str):
     """llmsim.trace_writers `chakra`: an on_graph callback writing every iteration's per-NPU .et
     files under folder/instance<i>_batch<b>/."""
     multi = len(topology_dims(cluster)) > 1
+    layout = astra_layout(cluster, flavor) if cluster.network is not None else None
     root = Path(folder)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -43,5 +44,6 @@ def trace_dumper(cluster, folder: str, flavor: str):
         raise InputError(f"{root}: cannot write traces there ({e.strerror})") from None
 
     def dump(graph):
-        write_graph(graph, root / f"instance{graph.instance}_batch{graph.batch_id}" / "llm", flavor, multi)
+        write_graph(graph, root / f"instance{graph.instance}_batch{graph.batch_id}" / "llm", flavor, multi,
+                    layout=layout)
     return dump

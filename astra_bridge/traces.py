@@ -18,12 +18,17 @@ from .chakra.codec import (CollectiveCommType, coll_node, comp_node, global_meta
 
 
 def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_dim: bool,
-              first_id: int = 0, mem_cost_ns=None, tag: int | None = None) -> list:
+              first_id: int = 0, mem_cost_ns=None, tag: int | None = None, layout=None) -> list:
     """mem_cost_ns(size) -> ns: with it, upstream traces fold host-memory ops into compute time.
-    tag: the send/recv tag (default: the batch id)."""
+    tag: the send/recv tag (default: the batch id). layout (inputs.AstraLayout): ASTRA-Sim's NPU
+    numbering and the TP collectives' dimensions, when not the reference's flat layout."""
     tag = graph.batch_id if tag is None else tag
     prog = graph.stages[stage]
-    me = graph.npu(stage, rank)
+    ident = layout.id if layout is not None else (lambda n: n)
+    me = ident(graph.npu(stage, rank))
+    # TP collectives span dimension 0 only
+    dims = list(layout.tp_involved) if layout is not None and layout.tp_involved else (
+        [True, False] if multi_dim and layout is None else None)
     nodes, fused, fused_names = [], 0, []
 
     def add(make, *args, **kw):
@@ -67,14 +72,13 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
             continue
         flush()
         if op.kind in (OpKind.ALLREDUCE, OpKind.ALLGATHER):
-            dims = [True, False] if multi_dim else None  # TP collectives span dimension 0 only
             kind = CollectiveCommType.ALL_REDUCE if op.kind is OpKind.ALLREDUCE else CollectiveCommType.ALL_GATHER
             add(coll_node, op.name, kind, op.size_bytes, involved_dim=dims)
         elif op.kind is OpKind.SEND:
-            add(send_node, op.name, me, graph.npu(op.peer_stage, rank), op.size_bytes, _tag(tag, sends))
+            add(send_node, op.name, me, ident(graph.npu(op.peer_stage, rank)), op.size_bytes, _tag(tag, sends))
             sends += 1
         elif op.kind is OpKind.RECV:
-            add(recv_node, op.name, graph.npu(op.peer_stage, rank), me, op.size_bytes, _tag(tag, recvs))
+            add(recv_node, op.name, ident(graph.npu(op.peer_stage, rank)), me, op.size_bytes, _tag(tag, recvs))
             recvs += 1
         elif op.kind in (OpKind.MEM_LOAD, OpKind.MEM_STORE):
             add(mem_node, op.name, op.kind is OpKind.MEM_STORE, op.size_bytes)
@@ -89,7 +93,7 @@ def _tag(tag: int, k: int) -> int:
 
 
 def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool, mem_cost_ns=None,
-                anonymous: bool = False) -> Path:
+                anonymous: bool = False, layout=None) -> Path:
     """Write `<prefix>.<npu>.et` for every NPU of the graph's instance; returns the prefix.
     anonymous: no batch id in the files (tag 0), so two batches of one shape give identical bytes
     (a graph run in a process of its own needs no unique tags)."""
@@ -98,9 +102,10 @@ def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: boo
     meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file=name)
     for stage in range(graph.pp_size):
         for rank in range(graph.tp_size):
-            npu = graph.npu(stage, rank)
+            npu = graph.npu(stage, rank) if layout is None else layout.id(graph.npu(stage, rank))
             write_et(f"{prefix}.{npu}.et", meta, npu_nodes(graph, stage, rank, flavor, multi_dim,
-                                                           mem_cost_ns=mem_cost_ns, tag=0 if anonymous else None))
+                                                           mem_cost_ns=mem_cost_ns, tag=0 if anonymous else None,
+                                                           layout=layout))
     return prefix
 
 

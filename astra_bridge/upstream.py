@@ -24,7 +24,7 @@ from llmsim.config.cluster import ClusterConfig
 from llmsim.graph.iteration import IterationGraph
 
 from .chakra.codec import comp_node, global_metadata, write_et
-from .inputs import upstream_dims, write_inputs
+from .inputs import astra_layout, write_inputs
 from .run_folder import RunFolder, TraceFiles
 from .process import BackendError
 from .traces import write_graph
@@ -42,8 +42,10 @@ class UpstreamBackend(StageTimingBackend):
         self.binary, self.workdir, self.timeout_s = Path(binary), Path(workdir), timeout_s
         self.run_folder = run_folder  # locked for the run; released (a temporary one removed) by close()
         self.paths = write_inputs(cluster, self.workdir, "upstream")
-        self.multi_dim = len(upstream_dims(cluster)) > 1
-        self.total_npus = math.prod(upstream_dims(cluster))
+        layout = astra_layout(cluster, "upstream")
+        self.layout = layout if cluster.network is not None else None  # None: ASTRA-Sim numbers NPUs as we do
+        self.multi_dim = len(layout.dims) > 1
+        self.total_npus = math.prod(layout.dims)
         self._host = {i.index: cluster.cpu_mem[i.node] for i in cluster.instances}
         self.placement = Placement(cluster)
         self._cache: dict[str, tuple[list[int], Path]] = {}  # trace digest -> (stage times, first prefix)
@@ -65,10 +67,12 @@ class UpstreamBackend(StageTimingBackend):
         prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"
         host = self._host[graph.instance]
         write_graph(graph, prefix, "upstream", self.multi_dim,
-                    mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size), anonymous=True)
+                    mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size), anonymous=True,
+                    layout=self.layout)
+        ident = self.layout.id if self.layout is not None else (lambda n: n)
         # Upstream simulates the whole system: other NPUs get a 1 us compute node (it rejects an
         # empty workload); they exchange nothing with ours, so our timing is unaffected.
-        mine = {graph.npu(s, r) for s in range(graph.pp_size) for r in range(graph.tp_size)}
+        mine = {ident(graph.npu(s, r)) for s in range(graph.pp_size) for r in range(graph.tp_size)}
         idle = [comp_node("upstream", 0, "idle", 1000)]
         for npu in range(self.total_npus):
             if npu not in mine:
@@ -79,15 +83,15 @@ class UpstreamBackend(StageTimingBackend):
             self.traces.same_as(prefix, first)
             return busy
         self.traces.written(prefix)
-        finish = self._run(prefix, graph)
+        finish = self._run(prefix, graph, ident)
         self.traces.done(prefix)
-        ends = [finish[graph.npu(s, 0)] for s in range(graph.pp_size)]
+        ends = [finish[ident(graph.npu(s, 0))] for s in range(graph.pp_size)]
         # A stage starts when its RECV completes, i.e. when the previous stage's SEND lands.
         busy = [ends[0]] + [b - a for a, b in zip(ends, ends[1:])]
         self._cache[key] = (busy, prefix)
         return busy
 
-    def _run(self, prefix: Path, graph: IterationGraph) -> dict[int, int]:
+    def _run(self, prefix: Path, graph: IterationGraph, ident) -> dict[int, int]:
         cmd = [str(self.binary), f"--workload-configuration={prefix}",
                f"--system-configuration={self.paths.system}", f"--network-configuration={self.paths.network}",
                f"--remote-memory-configuration={self.paths.memory}"]
@@ -95,7 +99,7 @@ class UpstreamBackend(StageTimingBackend):
         finish, code, last, why = _run_bounded(cmd, prefix.parent, self.timeout_s, self.binary)
         if why:
             raise BackendError(f"{self.binary}: {what}: {why}; last output: {last[:200]!r}")
-        missing = [graph.npu(s, 0) for s in range(graph.pp_size) if graph.npu(s, 0) not in finish]
+        missing = [ident(graph.npu(s, 0)) for s in range(graph.pp_size) if ident(graph.npu(s, 0)) not in finish]
         if code or missing:
             raise BackendError(f"{self.binary}: {what}: exit code {code}, NPUs {missing} never finished; "
                                f"last output: {last[:200]!r}")

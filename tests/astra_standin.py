@@ -69,6 +69,9 @@ class Topology:
         n = len(self.dims)
         self.kinds = list(net.get("topology", ["FullyConnected"] * n))
         self.links = [Link(float(b), float(l)) for b, l in zip(net["bandwidth"], net["latency"])]
+        # a ring collective's hand-off goes to a neighbour: 2 hops through a switch, 1 otherwise
+        self.ring_links = [Link(l.bw_gbps, (2 if k == "Switch" else 1) * l.latency_ns)
+                           for l, k in zip(self.links, self.kinds)]
         self.npus = prod(self.dims)
         self.e = int(sysj.get("endpoint-delay", 10))  # x injection-scale, which is 1
         self.splits = int(sysj.get("preferred-dataset-splits", 1))
@@ -107,7 +110,7 @@ class Topology:
             return None  # no stream is created and the real DataSet never notifies: a hang
         # Several dims (localBWAware, ascending): RS on all but the last, AR on the last, AG back down.
         # Chunks run one after another; real ASTRA-Sim pipelines them across dims when splits > 1.
-        return hierarchical_allreduce_ns(tuple((self.links[d], self.dims[d]) for d in dims), size,
+        return hierarchical_allreduce_ns(tuple((self.ring_links[d], self.dims[d]) for d in dims), size,
                                          local_mem_bw_gbps=self.local_bw, endpoint_delay_ns=self.e,
                                          splits=self.splits, total_npus=self.npus)
 
@@ -116,7 +119,7 @@ class Topology:
         dims = [d for d, n in enumerate(self.dims) if involved[d] and n > 1]
         if not dims:
             return None
-        return hierarchical_allgather_ns(tuple((self.links[d], self.dims[d]) for d in dims), size,
+        return hierarchical_allgather_ns(tuple((self.ring_links[d], self.dims[d]) for d in dims), size,
                                          endpoint_delay_ns=self.e, splits=self.splits)
 
     def memory(self, loc: int) -> dict:

@@ -26,7 +26,8 @@ def _run(tmp_path, cfg, *extra, name="run", dataset=EXAMPLE):
 
 @pytest.mark.parametrize("cfg", ["configs/cluster/single_node_pp_instance.json",
                                  "configs/cluster/single_node_tp_pp_instance.json",
-                                 "configs/cluster/single_node_multi_instance.json"])
+                                 "configs/cluster/single_node_multi_instance.json",
+                                 "configs/cluster/h100x16_llama70b_tp4_pp4.json"])
 def test_same_csv_as_embedded_through_the_stand_in(tmp_path, cfg):
     res, emb = _run(tmp_path, cfg, name="embedded")
     assert res.exit_code == 0, res.output
@@ -95,8 +96,8 @@ def test_send_recv_size_mismatch_is_reported_not_hung(tmp_path, monkeypatch):
 
     real = traces.npu_nodes
 
-    def broken(graph, stage, rank, flavor, multi_dim, first_id=0, mem_cost_ns=None, tag=None):
-        nodes = real(graph, stage, rank, flavor, multi_dim, first_id, mem_cost_ns, tag)
+    def broken(graph, stage, rank, flavor, multi_dim, first_id=0, mem_cost_ns=None, tag=None, layout=None):
+        nodes = real(graph, stage, rank, flavor, multi_dim, first_id, mem_cost_ns, tag, layout)
         for n in nodes:
             for a in n.attr:
                 if a.name == "comm_size" and stage == 1:
@@ -135,7 +136,9 @@ needs_real = pytest.mark.skipif(not REAL, reason="set LLMSIM_ASTRA_SIM to an AST
 
 
 @needs_real
-@pytest.mark.parametrize("cfg", ["single_node_pp_instance", "single_node_pp4_instance", "single_node_tp_pp_instance"])
+@pytest.mark.parametrize("cfg", ["single_node_pp_instance", "single_node_pp4_instance", "single_node_tp_pp_instance",
+                                 # node-aware networks: 2 nodes x 8 H100, NVSwitch inside, InfiniBand between
+                                 "h100x16_llama70b_tp8_pp2", "h100x16_llama70b_tp4_pp4"])
 def test_real_build_runs_to_completion_and_agrees(tmp_path, cfg):
     flavor = FLAVOR_OF_NAME.get(os.path.basename(REAL), "llmservingsim")
     path = f"configs/cluster/{cfg}.json"

@@ -91,8 +91,29 @@ def test_bad_network_is_a_one_line_error(edit, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
-def test_astra_bridge_refuses_node_aware_config(tmp_path):
+def test_astra_layout_puts_nodes_before_the_within_node_dimension(tmp_path):
+    from astra_bridge.inputs import astra_layout, write_inputs
+
+    cluster = load_cluster_config(TP4_PP4)
+    layout = astra_layout(cluster, "upstream")
+    # [TP group, nodes, TP groups within a node]: ASTRA-Sim sends on the first dimension whose
+    # coordinates differ, so stage 1 (NPUs 4-7, node 0) -> stage 2 (NPUs 8-11, node 1) crosses the
+    # node dimension (InfiniBand) and stage 0 -> 1 the within-node one (NVSwitch)
+    assert layout.dims == (4, 2, 2) and layout.bandwidth == (450, 50, 450) and layout.latency == (200, 1000, 200)
+    assert layout.tp_involved == (True, False, False)
+    # our NPU p = node * 8 + group * 4 + rank  ->  ASTRA-Sim id = rank + 4 * (node + 2 * group)
+    assert [layout.id(p) for p in (0, 3, 4, 7, 8, 11, 12, 15)] == [0, 3, 8, 11, 4, 7, 12, 15]
+    paths = write_inputs(cluster, tmp_path, "upstream")
+    assert paths.network.read_text() == ("topology: [Switch, Switch, Switch]\nnpus_count: [4, 2, 2]\n"
+                                         "bandwidth: [450.0, 50.0, 450.0]\nlatency: [200.0, 1000.0, 200.0]\n")
+    tp8 = astra_layout(load_cluster_config(TP8_PP2))
+    assert tp8.dims == (8, 2) and tp8.ids == tuple(range(16))  # one TP group per node: ids unchanged
+
+
+def test_astra_bridge_refuses_a_tp_group_across_nodes(tmp_path):
     from astra_bridge.inputs import write_inputs
 
-    with pytest.raises(InputError, match="network: the ASTRA-Sim bridge does not write node-aware"):
-        write_inputs(load_cluster_config(TP8_PP2), tmp_path, "upstream")
+    raw = json.loads(open(TP8_PP2).read())
+    raw["nodes"][0]["instances"][0].update(tp_size=16, pp_size=1, num_npus=16)
+    with pytest.raises(InputError, match="the bridge needs one TP size for all instances, inside a node"):
+        write_inputs(cluster_from_dict(raw), tmp_path, "upstream")
