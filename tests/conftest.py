@@ -45,11 +45,11 @@ def fake_upstream(monkeypatch, tmp_path):
     from astra_bridge.upstream import UpstreamBackend
     from llmsim.backends.embedded import EmbeddedBackend
 
-    def fake_run(self, prefix, graph):
+    def fake_run(self, prefix, graph, ident):
         t, out = 0, {}
         for s, (busy, load, store) in enumerate(EmbeddedBackend(self.cluster).stage_times(graph)):
             t += busy + load + store
-            out[graph.npu(s, 0)] = t
+            out[ident(graph.npu(s, 0))] = t
         return out
 
     monkeypatch.setattr(UpstreamBackend, "_run", fake_run)
