@@ -88,9 +88,11 @@ class Accountant:
         stages = self.stages[i]
         iv = self.iv
         prev_send = 0
-        for s, ev in enumerate(events):
+        s = -1
+        for _, _, _, _, g1, end, _, compute, send in events:
+            s += 1
             acc = stages[s]
-            g0, g1 = acc.last_end, ev.start_ns
+            g0 = acc.last_end
             if g1 > g0:
                 if s == 0:  # stage 0 starts a batch when it is formed, or when it frees
                     self._by_state(i, s, g0, g1)
@@ -106,11 +108,10 @@ class Accountant:
             # TP ranks may start a batch while another rank still stores the previous one's output
             # (host memory is one queue): the stage is busy from its first rank's start to its last
             # rank's end, and overlapping intervals count once.
-            start, end = (g1 if g1 > g0 else g0), ev.end_ns
-            prev_send = ev.send_ns
+            start = g1 if g1 > g0 else g0
+            prev_send = send
             if end <= start:
                 continue
-            compute = ev.compute_ns
             if compute > end - start:
                 compute = end - start
             run = acc.run

@@ -17,6 +17,7 @@ StageTimes = list[tuple[int, int, int]]
 # Per stage, for the accounting (llmsim/accounting.py): (compute ns of the busy time, SEND ns at its end).
 StageSplit = list[tuple[int, int]]
 _NO_SPLIT = (0, 0)
+_event = tuple.__new__  # _event(StageEvent, fields): a StageEvent without NamedTuple's argument handling
 
 
 class Placement:
@@ -73,7 +74,8 @@ class Placement:
                 first = end
             if events is not None:
                 compute, send = split[stage] if split else _NO_SPLIT
-                events.append(StageEvent(instance, stage, first_npu + stage, batch_id, begin, end, end, compute, send))
+                events.append(_event(StageEvent, (instance, stage, first_npu + stage, batch_id, begin, end, end, compute,
+                                                  send)))
         return first, ready
 
     def _queued(self, ready: list[int], each_ns: int, now_ns: int) -> list[int]:
