@@ -143,3 +143,21 @@ def test_bad_timeline_window_is_one_line(tmp_path, args, msg):
     res = run_cli("--cluster-config", PP2, "--dataset", "workloads/example_trace.jsonl", *args)
     assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith(f"error: {msg}")
     assert not list(tmp_path.iterdir())
+
+
+def test_progress_bar_only_on_a_terminal_and_not_quiet(monkeypatch, capsys):
+    import sys
+
+    from llmsim.progress import Progress
+
+    assert Progress(100, True).bar is None  # stderr is not a terminal under pytest
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert Progress(100, False).bar is None  # --quiet
+    p = Progress(100, True)
+    assert p.bar is not None and p.bar.total == 100
+    for k in range(128):
+        p(k // 2, k * 10**9)
+    assert p.bar.n == 63  # redrawn every 64 completions, with the latest count
+    p.echo("[INFO] a line")  # through the bar, onto stdout
+    p.close()
+    assert "[INFO] a line" in capsys.readouterr().out
