@@ -48,7 +48,10 @@ class Results:
                 m = request_metrics(r)
                 rows.append((r.instance, r.id, inst.model.name, r.prompt_len, r.output_len, r.arrival_ns, r.end_ns,
                              m.latency_ns, m.queuing_ns, m.ttft_ns, m.tpot_ns, list(r.itl_ns)))
-        return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
+        df = pd.DataFrame(rows, columns=REQUEST_COLUMNS)
+        if self.raw.disagg is not None:  # disaggregated: "instance" is the decode instance
+            df.insert(1, "prefill_instance", [r.prefill_instance for done in self.raw.finished for r in done])
+        return df
 
     @cached_property
     def unfinished(self):

@@ -107,6 +107,9 @@ class Engine:
                         push(heap, (stage0_free, _STAGE0_FREE, seq, i))
                         seq += 1
                         break
+            if s.dirty:  # a step scheduled an event of the session's own (a KV transfer: disagg.py)
+                s.dirty = False
+                t_arr = s.next_arrival_ns()
             if acct is not None:
                 for i in touched:
                     sched = instances[i].scheduler

@@ -86,6 +86,7 @@ def run_metadata(sim, result, options: dict) -> str:
         "instances": [{
             "instance": i.index, "model": i.model.name, "hardware": i.config.hardware,
             "tp_size": i.config.tp_size, "pp_size": i.config.pp_size, "dtype": i.dtype,
+            "pd_type": i.config.pd_type,
             "timing_source": i.timer.source, "timing": i.timer.describe(),
             "kv_blocks": i.memory.num_blocks, "block_size": i.memory.block_size,
             "layers_per_stage": [s.layers for s in i.memory.stages],
@@ -162,11 +163,31 @@ def summary_stats(result, scheduler_stats) -> dict:
         "prefix_requested_tokens": sum(s.prefix_requested_tokens for s in scheduler_stats),
         "prefix_hit_tokens": sum(s.prefix_hit_tokens for s in scheduler_stats),
     }
+    if getattr(result, "disagg", None) is not None:
+        out.update(pool_stats(result))
     for name, vals in (("ttft", _ms_stats(ttft)), ("tpot", _ms_stats(tpot)),
                        ("itl", itl_stats_ms([r.itl_ns for r in reqs], (50, 90, 95, 99))),
                        ("latency", _ms_stats(latency))):
         for stat, v in zip(SUMMARY_STATS, vals or (math.nan,) * len(SUMMARY_STATS)):
             out[f"{name}_{stat}_ms"] = v
+    return out
+
+
+def pool_stats(result) -> dict:
+    """Disaggregated runs (disagg.py): per pool, requests prefilled / decoded and utilisation (busy
+    share of the pool's NPU time, from the per-stage accounting rows; NaN without them); the KV
+    transfers' bytes and mean time."""
+    pd = result.disagg
+    out = {"pd_prefill_instances": len(pd["prefill"]), "pd_decode_instances": len(pd["decode"]),
+           "pd_requests_prefilled": sum(pd["prefilled"]),
+           "pd_requests_decoded": sum(len(result.finished[d]) for d in pd["decode"]),
+           "pd_kv_transfers": pd["transfers"], "pd_kv_bytes": pd["kv_bytes"],
+           "pd_transfer_mean_ms": pd["transfer_ns"] / pd["transfers"] / 1e6 if pd["transfers"] else math.nan}
+    for pool in ("prefill", "decode"):
+        rows = [r for r in result.stages or () if r["window"] == "run" and r["instance"] in pd[pool]]
+        npu_ns = sum(r["wall_ns"] * len(r["npus"].split()) for r in rows)
+        busy = sum((r["busy_compute_ns"] + r["busy_comm_ns"]) * len(r["npus"].split()) for r in rows)
+        out[f"pd_{pool}_busy_pct"] = 100 * busy / npu_ns if npu_ns else math.nan
     return out
 
 
@@ -215,6 +236,14 @@ def summary(result, instances, scheduler_stats, stats: dict | None = None) -> st
     asked, hit = s["prefix_requested_tokens"], s["prefix_hit_tokens"]
     if asked:
         lines.append(f"  Prefix cache hits:        {hit} / {asked} prompt tokens ({100 * hit / asked:.2f} %)")
+    if "pd_kv_transfers" in s:
+        lines += [
+            f"  Prefill pool:             {s['pd_prefill_instances']} instance(s), {s['pd_requests_prefilled']} "
+            f"requests prefilled, busy {s['pd_prefill_busy_pct']:.1f} %",
+            f"  Decode pool:              {s['pd_decode_instances']} instance(s), {s['pd_requests_decoded']} "
+            f"requests decoded, busy {s['pd_decode_busy_pct']:.1f} %",
+            f"  KV transfers:             {s['pd_kv_transfers']} ({s['pd_kv_bytes'] / GIB:.3f} GiB), mean "
+            f"{s['pd_transfer_mean_ms']:.3f} ms"]
     lines += [f"  TTFT (ms):  {_fmt_ms(s, 'ttft')}", f"  TPOT (ms):  {_fmt_ms(s, 'tpot')}",
               f"  ITL (ms):   {_fmt_ms(s, 'itl')}"]
     return "\n".join(lines)

@@ -5,6 +5,10 @@ from enum import Enum
 from .itl import Itl
 
 
+# Disaggregated serving (disagg.py): where a decode instance's request stands with its prompt's KV.
+KV_LOCAL, KV_PENDING, KV_LOADING, KV_LOADED = 0, 1, 2, 3
+
+
 class Status(Enum):
     WAITING = 0
     RUNNING = 1
@@ -31,6 +35,9 @@ class Request:
     prefix_hit_tokens: int = 0
     recomputed_tokens: int = 0
     instance: int = -1
+    # disaggregated serving: KV_* above (KV_LOCAL: computed here), and the instance that prefilled it
+    kv_remote: int = 0
+    prefill_instance: int = -1
     # agentic sessions: the next call is released tool_duration_ns after this one finishes
     next_in_session: "Request | None" = None
     tool_duration_ns: int = 0

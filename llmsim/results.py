@@ -53,3 +53,4 @@ class SimResult:
     stages: list[dict] | None = None  # per-stage accounting rows (llmsim/accounting.py); None: not available
     idle_segments: list | None = None  # (instance, stage, start, end, cause index), when kept for a timeline
     samples: list | None = None  # (t, instance, running, waiting, KV blocks used) per formation, for a timeline
+    disagg: dict | None = None  # prefill/decode pools and KV transfers (disagg.py); None: colocated

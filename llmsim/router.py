@@ -1,8 +1,9 @@
 """Request routing across instances (the reference's LOAD / RR / RAND policies).
 
-LOAD: the instance with the fewest waiting (weighted 4x) plus running requests, relative to its
-max_num_seqs; ties go round-robin. RR: round-robin in arrival order. RAND: uniformly at random,
-from random.Random(seed) (seed 42 by default), so a run is reproducible.
+LOAD: the instance with the fewest waiting (weighted 4x; requests loading their KV count as
+waiting) plus running requests, relative to its max_num_seqs; ties go round-robin. RR:
+round-robin in arrival order. RAND: uniformly at random, from random.Random(seed) (seed 42 by
+default), so a run is reproducible.
 """
 import random
 
@@ -29,7 +30,8 @@ class Router:
             for k in range(n):
                 i = (self._next + k) % n
                 s = self.schedulers[i]
-                score = 4 * len(s.waiting) + len(s.running)
+                # requests waiting for their KV (disaggregated decode) sit in vLLM's waiting queue too
+                score = 4 * (len(s.waiting) + len(getattr(s, "loading", ()))) + len(s.running)
                 if s.max_num_seqs != float("inf") and s.max_num_seqs > 0:
                     score /= s.max_num_seqs
                 if best_score is None or score < best_score:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 from .batch import Batch, Entry
 from .config.engine import EngineArgs
 from .kv_cache import BlockPool
-from .request import Request, Status
+from .request import KV_LOADED, KV_LOADING, KV_PENDING, Request, Status
 
 INF = float("inf")
 
@@ -48,6 +48,12 @@ class Scheduler:
         self.inflight: deque[Batch] = deque()
         self.next_batch_id = 0
         self.stats = SchedulerStats()
+        # Disaggregated serving (disagg.py). A prefill instance keeps a finished request's blocks
+        # until the decode side has read them (hold_kv); a decode instance's requests whose KV is
+        # on the wire (loading), and those whose load started this step (loads, for the session).
+        self.hold_kv = False
+        self.loading: list[Request] = []
+        self.loads: list[Request] = []
 
     # -- inputs from the engine ---------------------------------------------------------------
     def add_request(self, req: Request) -> None:
@@ -69,7 +75,7 @@ class Scheduler:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.inflight)
+        return bool(self.waiting or self.running or self.inflight or self.loading)
 
     def leftover(self) -> list[Request]:
         """At the end of a run: the requests still running or waiting, their fields up to date."""
@@ -101,7 +107,8 @@ class Scheduler:
         for req in finished:
             # Freeing touches no hash mapping, so retiring after the whole batch is stamped is the
             # same as retiring in the loop; the order of frees is what matters (LRU free list).
-            pool.free(req)
+            if not self.hold_kv:
+                pool.free(req)
             req.end_ns = t_ns
             req.status = Status.FINISHED
             self.running.remove(req)
@@ -166,6 +173,10 @@ class Scheduler:
             if len(self.running) >= self.max_num_seqs:
                 break
             req = self.waiting[0]
+            if req.kv_remote == KV_PENDING:  # its prompt's KV is on a prefill instance
+                if not self._start_load(req):
+                    break
+                continue
             hits = pool.lookup(req) if req.num_computed == 0 else []
             computed = req.num_computed + len(hits) * pool.block_size
             num_new = self._cap(req.num_tokens - computed)
@@ -185,6 +196,8 @@ class Scheduler:
                 recomputed = max(0, req.num_tokens - computed)
                 req.recomputed_tokens += recomputed
                 self.stats.recomputed_tokens += recomputed
+            elif req.kv_remote:
+                req.kv_remote = 0  # its KV came from a prefill instance, which counted its prefix hits
             elif req.num_preemptions == 0:
                 req.prefix_hit_tokens = computed
                 self.stats.prefix_requested_tokens += req.prompt_len
@@ -195,6 +208,37 @@ class Scheduler:
             scheduled.append(Entry(req, num_new, computed, req.num_preemptions))
             budget -= num_new
         return budget
+
+    def _start_load(self, req: Request) -> bool:
+        """vLLM's remote prefill (NixlConnector.get_num_new_matched_tokens: all prompt tokens are
+        external, loaded asynchronously): allocate the prompt's blocks, then the request waits for
+        its KV outside the token budget. False when the blocks do not fit: it stays at the head of
+        the queue, as any request that does not fit (never dropped). No hashing until the KV has
+        arrived (vLLM's delay_cache_blocks)."""
+        need = self.pool.blocks_for(req.num_tokens)
+        if need > self.pool.num_free:
+            return False
+        self.pool.grow(req, need)
+        self.waiting.popleft()
+        req.kv_remote = KV_LOADING
+        self.loading.append(req)
+        self.loads.append(req)
+        return True
+
+    def kv_loaded(self, req: Request) -> None:
+        """Its KV has arrived: as vLLM's _update_waiting_for_remote_kv, every prompt token but the
+        last counts as computed (the step that computes the last one samples the first token), and
+        it waits at the front of the queue behind the requests loaded before it (vLLM keeps
+        requests waiting for remote KV at the head of its waiting queue)."""
+        self.loading.remove(req)
+        req.num_computed = req.num_tokens - 1
+        if self.pool.caching and req.token_ids is not None:
+            self.pool.index_upto(req, req.num_computed)
+        req.kv_remote = KV_LOADED
+        k = 0
+        while k < len(self.waiting) and self.waiting[k].kv_remote == KV_LOADED:
+            k += 1
+        self.waiting.insert(k, req)
 
     def _admitted(self, req: Request) -> None:
         """Hook for a request just appended to the running list."""

@@ -49,6 +49,9 @@ class Session:
         self.on_progress = None  # (requests finished so far, now) after every batch completion
         self._n_finished = 0
         self.iteration_log: list[IterationRecord] = []
+        # set when a step scheduled an event of its own (a KV transfer's end: disagg.py), so a
+        # driver that caches next_arrival_ns() asks again
+        self.dirty = False
 
     @property
     def wants_graphs(self) -> bool:
@@ -65,17 +68,9 @@ class Session:
     def deliver_arrivals(self, now: int) -> list[int]:
         """Route every request that arrived at or before now (released session calls included);
         returns the instances that took one. A request its instance can never serve is unfinished."""
-        reqs = self.requests
-        if (self._a >= len(reqs) or reqs[self._a].arrival_ns > now) and (
-                not self._released or self._released[0][0] > now):
+        arrived = self._arrived(now)
+        if not arrived:
             return []
-        arrived = []
-        while self._a < len(reqs) and reqs[self._a].arrival_ns <= now:
-            arrived.append(reqs[self._a])
-            self._a += 1
-        while self._released and self._released[0][0] <= now:
-            arrived.append(heapq.heappop(self._released)[2])
-        arrived.sort(key=lambda r: (r.arrival_ns, r.id))
         touched = []
         for req in arrived:
             i = self.router.pick()
@@ -89,6 +84,21 @@ class Session:
             if i not in touched:
                 touched.append(i)
         return touched
+
+    def _arrived(self, now: int) -> list[Request]:
+        """Requests of the trace and released session calls due at or before now, in (arrival, id) order."""
+        reqs = self.requests
+        if (self._a >= len(reqs) or reqs[self._a].arrival_ns > now) and (
+                not self._released or self._released[0][0] > now):
+            return []
+        arrived = []
+        while self._a < len(reqs) and reqs[self._a].arrival_ns <= now:
+            arrived.append(reqs[self._a])
+            self._a += 1
+        while self._released and self._released[0][0] <= now:
+            arrived.append(heapq.heappop(self._released)[2])
+        arrived.sort(key=lambda r: (r.arrival_ns, r.id))
+        return arrived
 
     def idle(self) -> bool:
         """Nothing left to arrive and no instance has work."""
@@ -126,19 +136,26 @@ class Session:
         """The batch's last stage finished: stamp its tokens; release finished sessions' next calls.
         Returns whether a call was released (it may be due now)."""
         done = self.instances[i].scheduler.complete(self.in_flight.pop((i, batch_id)), now)
-        self.prompt_total += done.prompt_tokens
-        self.gen_total += done.gen_tokens
-        self._hb_prompt += done.prompt_tokens
-        self._hb_gen += done.gen_tokens
+        self._count(i, done.prompt_tokens, done.gen_tokens)
+        return self._retired(i, done.finished, now)
+
+    def _count(self, i: int, prompt_tokens: int, gen_tokens: int) -> None:
+        self.prompt_total += prompt_tokens
+        self.gen_total += gen_tokens
+        self._hb_prompt += prompt_tokens
+        self._hb_gen += gen_tokens
         tally = self._hb_inst[i]
-        tally[0] += done.prompt_tokens
-        tally[1] += done.gen_tokens
-        self.finished[i].extend(done.finished)
+        tally[0] += prompt_tokens
+        tally[1] += gen_tokens
+
+    def _retired(self, i: int, finished: list[Request], now: int) -> bool:
+        """Requests that finished on instance i at now; returns whether a session call was released."""
+        self.finished[i].extend(finished)
         if self.on_progress is not None:
-            self._n_finished += len(done.finished)
+            self._n_finished += len(finished)
             self.on_progress(self._n_finished, now)
         released = False
-        for req in done.finished:
+        for req in finished:
             nxt = req.next_in_session
             if nxt is not None:  # the session's next call, after the tool runs
                 nxt.arrival_ns = now + req.tool_duration_ns
@@ -170,6 +187,9 @@ class Session:
             self._hb_prompt = self._hb_gen = 0
             self.next_heartbeat_ns += self.log_interval_ns
 
+    def _leftover(self, inst: Instance) -> list[Request]:
+        return inst.scheduler.leftover()
+
     def _npu_mem(self) -> int:
         return max(i.memory.used_bytes(i.pool.num_used) for i in self.instances)
 
@@ -177,7 +197,7 @@ class Session:
         """The run ended at now: every request is either finished or unfinished with a reason."""
         unfinished = self.unfinished
         for inst in self.instances:
-            for req in inst.scheduler.leftover():
+            for req in self._leftover(inst):
                 unfinished.append((req, "left in the queue when the run ended (scheduler could not admit it)"))
         for req, _ in list(unfinished):
             nxt = req.next_in_session

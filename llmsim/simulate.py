@@ -5,6 +5,8 @@ from .accounting import Accountant
 from .backends.base import Backend, Capability
 from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
+from .disagg import DisaggSession, is_disaggregated
+from .errors import InputError
 from .engine import Engine
 from .instance import Instance, build_instance
 from .paths import resolve_input
@@ -67,6 +69,9 @@ def prepare(cluster_config: "str | ClusterConfig", args: EngineArgs, dataset: "s
 
 def make_backend(sim: Simulation, name: str = "embedded", options: dict | None = None) -> Backend:
     """A backend by name (built in, or from the llmsim.backends entry points)."""
+    if name != "embedded" and is_disaggregated(sim.instances):
+        raise InputError(f"{sim.cluster.path}: pd_type: prefill/decode disaggregation runs on the embedded "
+                         "backend only (for now)")
     return load(BACKENDS, name)(sim, dict(options or {}))
 
 
@@ -78,9 +83,15 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
     SimResult.stages (backends that time stages in process; the fork reports no stage events).
     timeline: keep what a timeline draws (every stage event, idle stretch and a state sample per batch)."""
     backend = backend or make_backend(sim)
-    session = Session(sim.instances, sim.requests, routing_policy=routing_policy, log_interval_ns=log_interval_ns,
-                      on_heartbeat=on_heartbeat, record_iterations=record_iterations or timeline, on_graph=on_graph,
-                      seed=seed)
+    kw = dict(routing_policy=routing_policy, log_interval_ns=log_interval_ns, on_heartbeat=on_heartbeat,
+              record_iterations=record_iterations or timeline, on_graph=on_graph, seed=seed)
+    if is_disaggregated(sim.instances):
+        if backend is not None and backend.name != "embedded":
+            raise InputError(f"{sim.cluster.path}: pd_type: prefill/decode disaggregation runs on the embedded "
+                             "backend only (for now)")
+        session = DisaggSession(sim.instances, sim.requests, sim.cluster, **kw)
+    else:
+        session = Session(sim.instances, sim.requests, **kw)
     if timeline:
         session.samples = []
     session.on_progress = on_progress

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 from llmsim.cli import main as llmsim_main  # noqa: E402
 
 CONFIGS = ["single_node_single_instance", "single_node_pp_instance", "single_node_pp4_instance",
-           "single_node_tp_pp_instance", "single_node_multi_instance", "single_node_tp2_instance"]
+           "single_node_tp_pp_instance", "single_node_multi_instance", "single_node_tp2_instance",
+           "single_node_pd_instance"]
 
 
 def _workload(rng: random.Random, path: Path, bs: int) -> None:

@@ -30,6 +30,7 @@ class InstanceConfig:
     pp_size: int
     first_npu: int
     overrides: dict = field(default_factory=dict)
+    pd_type: str | None = None  # "prefill" / "decode": disaggregated pools (llmsim/disagg.py); None: colocated
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,6 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
             if pd is not None:
                 if pd not in ("prefill", "decode"):
                     f.fail(f"expected null, \"prefill\" or \"decode\", got {pd!r}", "pd_type")
-                f.fail("prefill/decode disaggregation is not supported yet; use null (colocated)", "pd_type")
             if inst_raw.get("dp_group") is not None:
                 f.fail("data-parallel groups are not supported yet; remove dp_group", "dp_group")
             npu_f = f.child("npu_mem")
@@ -172,10 +172,33 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
                 index=len(instances), node=n_idx, where=f.where(), model_name=f.get("model_name", str),
                 hardware=f.get("hardware", str), npu_mem=npu_mem,
                 mem_util=None if mem_util is None else float(mem_util), num_npus=num_npus, tp_size=tp,
-                pp_size=pp, first_npu=next_npu, overrides=overrides))
+                pp_size=pp, first_npu=next_npu, overrides=overrides, pd_type=pd))
             next_npu += num_npus
+    _check_pools(top, instances)
     if network is not None:
         check_placement(network, top.child("network"), instances, next_npu, num_nodes)
     return ClusterConfig(path=path, num_nodes=num_nodes, link_bw_gbps=link_bw, link_latency_ns=link_lat,
                          cpu_mem=tuple(cpu_mems), instances=tuple(instances), warnings=tuple(warnings),
                          network=network)
+
+
+def _check_pools(top: Fields, instances: list[InstanceConfig]) -> None:
+    """Disaggregated serving needs both pools, every instance in one of them (a colocated instance
+    has no place in the proxy's two-step flow), and one model (the decode side reads the prefill
+    side's KV cache as is)."""
+    pds = [i.pd_type for i in instances]
+    if not any(pds):
+        return
+    for i in instances:
+        if i.pd_type is None:
+            top.fail(f"{i.where.split(': ', 1)[-1]} has pd_type null but other instances are disaggregated: "
+                     "give every instance pd_type \"prefill\" or \"decode\"", "pd_type")
+    for need in ("prefill", "decode"):
+        if need not in pds:
+            other = "decode" if need == "prefill" else "prefill"
+            top.fail(f"{other} instances but no {need} instance: disaggregated serving needs at least one of each",
+                     "pd_type")
+    models = sorted({i.model_name for i in instances})
+    if len(models) > 1:
+        top.fail(f"disaggregated instances serve different models ({', '.join(models)}): the decode side loads "
+                 "the prefill side's KV cache, so they must serve one model", "pd_type")
