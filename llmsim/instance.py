@@ -142,6 +142,9 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
         raise InputError(f"{inst.where}.model_name: no model config '{inst.model_name}.json'; searched "
                          f"{searched('configs/model')}")
     model = load_model_spec(model_dir, inst.model_name)
+    if model.moe is not None:  # the expert model exists (docs/moe.md); the engine does not time it yet
+        raise InputError(f"{inst.where}.model_name: {model.name} is a mixture-of-experts model; serving one is "
+                         f"not wired into the engine yet (docs/moe.md)")
     if inst.pp_size > model.num_layers:
         raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")
     if model.num_heads % inst.tp_size:  # vLLM refuses it too

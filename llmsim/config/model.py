@@ -4,6 +4,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ._fields import Fields, parse_json, read_config_bytes
+from .moe import MoeSpec, parse_moe, refuse_unmodelled_attention
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class ModelSpec:
     max_position_embeddings: int
     torch_dtype: str | None
     tie_word_embeddings: bool
+    moe: MoeSpec | None = None  # None: a dense decoder (every layer's MLP is intermediate_size wide)
 
     @property
     def q_dim(self) -> int:
@@ -37,19 +39,20 @@ def load_model_spec(model_dir: Path, name: str) -> ModelSpec:
         raise InputError(f"{path}: model config not found (models available: {', '.join(have) or 'none'})")
     raw = parse_json(str(path), read_config_bytes(str(path), "model config"))
     f = Fields(str(path), raw, "")
-    if any(k in raw for k in ("num_local_experts", "num_experts", "n_routed_experts")):
-        f.fail("mixture-of-experts models are not supported yet (dense decoders only)")
+    refuse_unmodelled_attention(f, raw)
     hidden = f.get("hidden_size", int, minimum=1)
     heads = f.get("num_attention_heads", int, minimum=1)
     head_dim = raw.get("head_dim") or hidden // heads
     inter = raw.get("intermediate_size", raw.get("ffn_dim"))
     if not isinstance(inter, int) or inter < 1:
         f.fail("expected a positive integer intermediate_size (or ffn_dim)", "intermediate_size")
+    model_type = f.get("model_type", str)  # read in the same order as before: the same first error
+    num_layers = f.get("num_hidden_layers", int, minimum=1)
     return ModelSpec(
         name=name,
-        model_type=f.get("model_type", str),
+        model_type=model_type,
         hidden_size=hidden,
-        num_layers=f.get("num_hidden_layers", int, minimum=1),
+        num_layers=num_layers,
         num_heads=heads,
         num_kv_heads=f.get("num_key_value_heads", int, heads, minimum=1),
         head_dim=int(head_dim),
@@ -58,4 +61,5 @@ def load_model_spec(model_dir: Path, name: str) -> ModelSpec:
         max_position_embeddings=f.get("max_position_embeddings", int, minimum=1),
         torch_dtype=raw.get("torch_dtype"),
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        moe=parse_moe(f, raw, num_layers),
     )

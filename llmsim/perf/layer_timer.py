@@ -9,6 +9,17 @@ class LayerTimer:
 
     _per_seq: list[str]
     _attn: list[str]
+    _moe: list[str] = []  # expert-block layers: timed by moe_ns, not in base_durations
+
+    @property
+    def moe_layers(self) -> list[str]:
+        """Layers timed per batch from the expert routing (moe_ns); empty for a dense model."""
+        return self._moe
+
+    def moe_ns(self, batch_tokens: int, loads) -> int:
+        """One MoE layer of a batch with `batch_tokens` tokens on this rank whose experts see
+        `loads` (a RankLoad per EP rank, perf/routing.py)."""
+        raise NotImplementedError(f"{type(self).__name__} does not time expert blocks")
 
     @property
     def attention_layers(self) -> list[str]:

@@ -149,6 +149,38 @@ def op_cost(m: ModelSpec, layer: str, tokens: int, seqs: int, attn: AttnShape | 
     raise KeyError(layer)
 
 
+def moe_router_ops(m: ModelSpec, tokens: int, tp: int, fp: int) -> list[tuple[str, float, float]]:
+    """(category, FLOPs, bytes) of an MoE layer's work on the rank's own tokens before dispatch:
+    the router gate GEMM (ReplicatedLinear hidden -> E, on every rank), the top-k softmax (reads
+    the logits, writes fp32 weights and int32 ids per pick) and a shared expert (a TP-sharded MLP;
+    Qwen2-MoE's sigmoid gate hidden -> 1 with it)."""
+    e, h = m.moe, m.hidden_size
+    ops = [("gemm", *_gemm(tokens, h, e.num_experts, fp)),
+           ("elementwise", 5.0 * tokens * e.num_experts, float(fp * tokens * e.num_experts + 8 * tokens * e.top_k))]
+    if e.shared_intermediate_size:
+        s = e.shared_intermediate_size // tp
+        ops += [("gemm", *_gemm(tokens, h, 2 * s, fp)),
+                ("elementwise", 5.0 * tokens * s, float(fp * 3 * tokens * s)),
+                ("gemm", *_gemm(tokens, s, h, fp))]
+        if e.shared_expert_gate:
+            ops.append(("gemm", *_gemm(tokens, h, 1, fp)))
+    return ops
+
+
+def moe_expert_ops(m: ModelSpec, tokens: int, pairs: int, experts: int, inter: int,
+                   fp: int) -> list[tuple[str, float, float]]:
+    """(category, FLOPs, bytes) of one EP rank's fused expert kernels: `pairs` (token, expert) rows
+    over `experts` activated experts of width `inter` (the rank's slice), `tokens` distinct tokens.
+    Only activated experts' weights are read, which is why the activated count sets a small
+    batch's cost. w13 GEMM (rows gathered per pair) -> SiLU(gate) * up -> w2 GEMM -> the top-k
+    weighted sum back to one row per token."""
+    h = m.hidden_size
+    return [("gemm", 2.0 * pairs * h * 2 * inter, float(fp * (experts * h * 2 * inter + pairs * h + pairs * 2 * inter))),
+            ("elementwise", 5.0 * pairs * inter, float(fp * 3 * pairs * inter)),
+            ("gemm", 2.0 * pairs * inter * h, float(fp * (experts * inter * h + pairs * inter + pairs * h))),
+            ("elementwise", 2.0 * pairs * h, float(fp * (pairs * h + tokens * h)))]
+
+
 def op_time_ns(flops: float, nbytes: float, peak: float, bw: float, e: Efficiency) -> float:
     return max(flops / (peak * e.eff_compute), nbytes / (bw * e.eff_memory)) * 1e9 + e.overhead_ns
 
@@ -188,8 +220,14 @@ class RooflineTimer(LayerTimer):
 
     def __init__(self, model: ModelSpec, arch: Architecture, hw: HardwareSpec, dtype_bytes: int, tp: int,
                  efficiency: dict[str, Efficiency] | None = None, *, dtype: str | None = None,
-                 kv_dtype_bytes: int | None = None, fit_path: Path | None = None):
+                 kv_dtype_bytes: int | None = None, fit_path: Path | None = None, ep: int = 1,
+                 expert_tp: int | None = None):
+        """ep, expert_tp: how the experts are split, as in memory.moe_mlp_weight_bytes."""
         self.model, self.hw, self.tp = model, hw, tp
+        moe = model.moe
+        # EP ranks hold whole experts; without EP each rank holds a slice of every expert.
+        self.expert_inter = 0 if moe is None else (
+            moe.expert_intermediate_size if ep > 1 else moe.expert_intermediate_size // (expert_tp or tp))
         self.fp, self.kv_fp = dtype_bytes, kv_dtype_bytes or dtype_bytes
         dtype = dtype or {1: "fp8", 2: "bfloat16", 4: "float32"}[dtype_bytes]
         self.peak, self.bw = hw.peak_flops(dtype), hw.mem_bw
@@ -200,7 +238,8 @@ class RooflineTimer(LayerTimer):
         self._dense = [l for l in layers if CATEGORY.get(l) and arch.category.get(l) == "dense"]
         self._per_seq = [l for l in layers if CATEGORY.get(l) and arch.category.get(l) == "per_sequence"]
         self._attn = [l for l in layers if CATEGORY.get(l) == "attention"]
-        self.skipped = sorted(l for l in layers if l not in CATEGORY)  # e.g. moe: no model yet
+        self._moe = [l for l in layers if arch.category.get(l) == "moe"] if model.moe is not None else []
+        self.skipped = sorted(l for l in layers if l not in CATEGORY and l not in self._moe)
         self._cache: dict[tuple, dict[str, int]] = {}
 
     def _ns(self, layer: str, tokens: int, seqs: int) -> int:
@@ -230,6 +269,19 @@ class RooflineTimer(LayerTimer):
         return max(1, int(attention_time_ns(self.model, a, self.tp, self.fp, self.kv_fp, self.peak, self.bw,
                                             self.eff["attention_prefill"], self.eff["attention_decode"])))
 
+
+    def _ops_ns(self, ops) -> float:
+        return sum(op_time_ns(fl, by, self.peak, self.bw, self.eff[c]) for c, fl, by in ops)
+
+    def moe_ns(self, batch_tokens: int, loads) -> int:
+        """The router (and any shared expert) on this rank's batch_tokens, then the slowest EP
+        rank's experts. The fused expert kernels take the dense GEMM and element-wise fits:
+        nothing measured fits a grouped GEMM on its own (docs/moe.md)."""
+        m = self.model
+        experts = max((self._ops_ns(moe_expert_ops(m, l.tokens, l.pairs, l.experts, self.expert_inter, self.fp))
+                       for l in loads if l.pairs > 0), default=0.0)  # a rank without rows launches nothing
+        router = self._ops_ns(moe_router_ops(m, batch_tokens, self.tp, self.fp)) if batch_tokens > 0 else 0.0
+        return max(1, int(router + experts)) if batch_tokens > 0 or experts else 0
 
     def describe(self) -> str:
         return f"roofline on {self.hw.key} ({self.hw.name}), tp={self.tp}"

@@ -2,6 +2,7 @@
 from ..batch import Batch
 from .architecture import Architecture
 from .layer_timer import LayerTimer
+from .moe import TOKEN_KEYS, profile_rank_ns, slowest_rank_ns
 from .profile import ProfileBundle
 
 
@@ -11,9 +12,15 @@ class ProfileTimer(LayerTimer):
 
     source = "profile"
 
-    def __init__(self, bundle: ProfileBundle, arch: Architecture):
+    def __init__(self, bundle: ProfileBundle, arch: Architecture, *, top_k: int = 0, moe_token_key: str = "pairs"):
+        """top_k, moe_token_key: an MoE model's experts per token and how a rank's load keys the
+        moe.csv lookup (perf/moe.py); unused for dense models."""
         self.bundle = bundle
+        if moe_token_key not in TOKEN_KEYS:
+            raise ValueError(f"moe_token_key '{moe_token_key}' (choose from {', '.join(TOKEN_KEYS)})")
+        self.top_k, self.moe_token_key = top_k, moe_token_key
         layers = arch.prologue + arch.block_layers + arch.head
+        self._moe = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "moe" and l in bundle.layers]
         self._dense = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "dense" and l in bundle.layers]
         self._per_seq = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "per_sequence" and l in bundle.layers]
         self._attn = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "attention"]
@@ -37,3 +44,9 @@ class ProfileTimer(LayerTimer):
         return self.bundle.attention_ns_from_stats(batch.prefill_tokens, batch.kv_prefill, batch.n_decode,
                                                    batch.kd_sum, batch.kd_max, batch.kd_min)
 
+    def moe_ns(self, batch_tokens: int, loads) -> int:
+        """The measured expert block (gate included) of the slowest EP rank; batch_tokens is unused
+        (the table's gate runs inside the block it times)."""
+        if self.top_k < 1:
+            raise ValueError("ProfileTimer needs top_k (the model's experts per token) to time an expert block")
+        return slowest_rank_ns(lambda l: profile_rank_ns(self.bundle.moe_ns, l, self.top_k, self.moe_token_key), loads)
