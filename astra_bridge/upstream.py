@@ -23,7 +23,7 @@ from llmsim.backends.placement import Placement
 from llmsim.config.cluster import ClusterConfig
 from llmsim.graph.iteration import IterationGraph
 
-from .chakra.codec import comp_node, global_metadata, write_et
+from .chakra.codec import comp_node, global_metadata, recv_node, send_node, write_et
 from .inputs import astra_layout, write_inputs
 from .run_folder import RunFolder, TraceFiles
 from .process import BackendError
@@ -35,6 +35,7 @@ _FINISHED = re.compile(r"sys\[(\d+)\] finished, (\d+) cycles")
 class UpstreamBackend(StageTimingBackend):
     name = "astra-sim-upstream"
     needs_graphs = True
+    supports_disaggregation = True
 
     def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0,
                  run_folder: RunFolder | None = None, keep_traces: bool = False):
@@ -62,6 +63,42 @@ class UpstreamBackend(StageTimingBackend):
     def close(self) -> None:
         if self.run_folder is not None:
             self.run_folder.release()
+
+    def kv_transfer_ns(self, src: int, dst: int, shard_bytes: int) -> int:
+        """A prefill instance's KV to a decode instance, run on ASTRA-Sim: rank k of src SENDs its
+        shard to rank k of dst (the ranks pair up in order), all at once; the time is the last
+        RECV's. Cached by (src, dst, bytes): transfers do not contend in the congestion-unaware
+        model, so one run per shape suffices."""
+        key = ("kv", src, dst, shard_bytes)
+        if key not in self._cache:
+            a, b = self.cluster.instances[src], self.cluster.instances[dst]
+            ident = self.layout.id if self.layout is not None else (lambda n: n)
+            pairs = [(ident(a.first_npu + k), ident(b.first_npu + k % b.num_npus)) for k in range(a.num_npus)]
+            prefix = self.workdir / "graphs" / f"kv_{src}_{dst}_{shard_bytes}" / "llm"
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+            meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file="kv_transfer")
+            nodes = {n: [] for n in range(self.total_npus)}
+            for s_npu, d_npu in pairs:
+                nodes[s_npu].append(send_node("upstream", len(nodes[s_npu]), "send_kv", s_npu, d_npu, shard_bytes, 1))
+                nodes[d_npu].append(recv_node("upstream", len(nodes[d_npu]), "recv_kv", s_npu, d_npu, shard_bytes, 1))
+            for n, ns in nodes.items():
+                write_et(f"{prefix}.{n}.et", meta, ns or [comp_node("upstream", 0, "idle", 1000)])
+            finish = self._run_transfer(prefix, f"KV transfer instance {src} -> {dst}", [d for _, d in pairs])
+            self._cache[key] = (max(finish[d] for _, d in pairs), prefix)
+            self.traces.written(prefix)
+            self.traces.done(prefix)
+        return self._cache[key][0]
+
+    def _run_transfer(self, prefix: Path, what: str, needed: list[int]) -> dict[int, int]:
+        cmd = [str(self.binary), f"--workload-configuration={prefix}",
+               f"--system-configuration={self.paths.system}", f"--network-configuration={self.paths.network}",
+               f"--remote-memory-configuration={self.paths.memory}"]
+        finish, code, last, why = _run_bounded(cmd, prefix.parent, self.timeout_s, self.binary)
+        missing = [n for n in needed if n not in finish]
+        if why or code or missing:
+            raise BackendError(f"{self.binary}: {what}: {why or f'exit code {code}, NPUs {missing} never finished'}; "
+                               f"last output: {last[:200]!r}")
+        return finish
 
     def _stage_busy(self, graph: IterationGraph) -> list[int]:
         prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"

@@ -89,6 +89,8 @@ class DisaggSession(Session):
         self._links: dict[tuple[int, int], Link] = {}
         self.prefilled = [0] * len(instances)  # requests handed on, per prefill instance
         self.transfers = self.transfer_bytes = self.transfer_ns_total = 0
+        # a backend's own transfer timing (upstream ASTRA-Sim runs the sends); None: the network model
+        self.transfer_ns = lambda src, dst, shard_bytes: None
 
     def _push(self, t: int, kind: int, req: Request) -> None:
         heapq.heappush(self._events, (t, self._seq, kind, req))
@@ -170,7 +172,9 @@ class DisaggSession(Session):
         link = self._links.get((p, d))
         if link is None:
             link = self._links[(p, d)] = transfer_link(self.cluster, src.config, self.instances[d].config)
-        ns = kv_transfer_ns(link, req.prompt_len, kv_shard_bytes_per_token(src))
+        ns = self.transfer_ns(p, d, req.prompt_len * kv_shard_bytes_per_token(src))
+        if ns is None:
+            ns = kv_transfer_ns(link, req.prompt_len, kv_shard_bytes_per_token(src))
         self.transfers += 1
         self.transfer_bytes += req.prompt_len * kv_bytes_per_token(src)
         self.transfer_ns_total += ns

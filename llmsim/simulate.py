@@ -69,10 +69,16 @@ def prepare(cluster_config: "str | ClusterConfig", args: EngineArgs, dataset: "s
 
 def make_backend(sim: Simulation, name: str = "embedded", options: dict | None = None) -> Backend:
     """A backend by name (built in, or from the llmsim.backends entry points)."""
-    if name != "embedded" and is_disaggregated(sim.instances):
-        raise InputError(f"{sim.cluster.path}: pd_type: prefill/decode disaggregation runs on the embedded "
-                         "backend only (for now)")
-    return load(BACKENDS, name)(sim, dict(options or {}))
+    backend = load(BACKENDS, name)(sim, dict(options or {}))
+    _check_disaggregation(sim, backend)
+    return backend
+
+
+def _check_disaggregation(sim: Simulation, backend: Backend) -> None:
+    if is_disaggregated(sim.instances) and not getattr(backend, "supports_disaggregation", False):
+        backend.close()
+        raise InputError(f"{sim.cluster.path}: pd_type: prefill/decode disaggregation runs on the embedded backend and "
+                         f"upstream ASTRA-Sim, not on {backend.name}")
 
 
 def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str = "LOAD", log_interval_ns: int = 0,
@@ -86,10 +92,9 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
     kw = dict(routing_policy=routing_policy, log_interval_ns=log_interval_ns, on_heartbeat=on_heartbeat,
               record_iterations=record_iterations or timeline, on_graph=on_graph, seed=seed)
     if is_disaggregated(sim.instances):
-        if backend is not None and backend.name != "embedded":
-            raise InputError(f"{sim.cluster.path}: pd_type: prefill/decode disaggregation runs on the embedded "
-                             "backend only (for now)")
+        _check_disaggregation(sim, backend)
         session = DisaggSession(sim.instances, sim.requests, sim.cluster, **kw)
+        session.transfer_ns = backend.kv_transfer_ns
     else:
         session = Session(sim.instances, sim.requests, **kw)
     if timeline:

@@ -132,9 +132,14 @@ def test_bad_pd_configs(instances, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_other_backends_refuse_pd(tmp_path):
+def test_the_fork_refuses_pd(tmp_path):
+    from conftest import standin_shim
+
+    exe = standin_shim(tmp_path)
     with pytest.raises(InputError, match=r"^cluster config: pd_type: prefill/decode disaggregation runs on the "
-                                         r"embedded backend only \(for now\)$"):
-        run(_cluster(_inst("prefill"), _inst("decode")), "workloads/example_trace.jsonl", ENGINE, backend="astra-sim")
-    r = run_cli("--cluster-config", PD_EXAMPLE, "--dataset", "workloads/example_trace.jsonl", "--backend", "astra-sim")
-    assert r.exit_code != 0 and "embedded backend only" in r.output
+                                         r"embedded backend and upstream ASTRA-Sim, not on astra-sim-fork$"):
+        run(_cluster(_inst("prefill"), _inst("decode")), "workloads/example_trace.jsonl", ENGINE, backend="astra-sim",
+            backend_options={"astra_sim_bin": str(exe)})
+    r = run_cli("--cluster-config", PD_EXAMPLE, "--dataset", "workloads/example_trace.jsonl", "--backend", "astra-sim",
+                "--astra-sim-bin", exe)
+    assert r.exit_code == 2 and "not on astra-sim-fork" in r.output

@@ -21,6 +21,7 @@ _timing = tuple.__new__
 class EmbeddedBackend(StageTimingBackend):
     name = "embedded"
     needs_graphs = False
+    supports_disaggregation = True
 
     def __init__(self, cluster: ClusterConfig):
         self._links = {i.index: instance_links(cluster, i) for i in cluster.instances}
