@@ -39,8 +39,10 @@ def _layouts() -> dict:
     one = copy.deepcopy(tp4)
     one["num_nodes"], one["network"]["gpus_per_node"] = 1, 16
     one["nodes"] = [tp4["nodes"][0]]
+    pd = json.loads((CFG / "h100x16_llama70b_pd_1p1d.json").read_text())
     return {"tp8 x pp2 (boundary across nodes)": tp8, "tp4 x pp4 (1 of 3 boundaries across)": tp4,
-            "tp4 x pp4, 4 x 4 GPUs (3 of 3 across)": four, "tp4 x pp4, one 16-GPU node (0 across)": one}
+            "tp4 x pp4, 4 x 4 GPUs (3 of 3 across)": four, "tp4 x pp4, one 16-GPU node (0 across)": one,
+            "1 prefill + 1 decode, tp8 each (KV across nodes)": pd}
 
 
 def _sends(cfg: dict) -> list[str]:
@@ -66,6 +68,8 @@ def main(requests):
     layouts = _layouts()
     print("| layout | SEND per boundary, 2,048-token chunk (us) | 64-token decode batch (us) |\n|---|---|---|")
     for name, cfg in layouts.items():
+        if any(i.get("pd_type") for n in cfg["nodes"] for i in n["instances"]):
+            continue  # no stage boundary: its KV transfers are in the tables below
         chunk, dec = _sends(cfg)
         print(f"| {name} | {chunk} | {dec} |")
     for rate in (2.0, 8.0):
@@ -74,7 +78,7 @@ def main(requests):
         records = [json.loads(line) for line in generate(spec)]
         print(f"\n**{rate:g} req/s**, {requests} requests\n")
         print("| layout | req/s | out tok/s | TTFT mean / P99 (ms) | TPOT mean / P99 (ms) | bubble (mean of stages) | "
-              "transfer idle % (mean) |\n|---|---|---|---|---|---|---|")
+              "transfer idle % (mean) | KV transfer mean (ms) |\n|---|---|---|---|---|---|---|---|")
         for name, cfg in layouts.items():
             res = llmsim.run(cfg, records, {"dtype": "bfloat16"})
             s = res.summary.iloc[0]
@@ -82,7 +86,8 @@ def main(requests):
             tr = (st.idle_transfer_ns / st.wall_ns).mean() * 100
             print(f"| {name} | {s.request_throughput_per_s:.2f} | {s.gen_throughput_tok_per_s:,.0f} | "
                   f"{s.ttft_mean_ms:.1f} / {s.ttft_p99_ms:.1f} | {s.tpot_mean_ms:.2f} / {s.tpot_p99_ms:.2f} | "
-                  f"{st.bubble_fraction.mean():.3f} | {tr:.2f} |")
+                  f"{st.bubble_fraction.mean():.3f} | {tr:.2f} | "
+                  f"{f'{s.pd_transfer_mean_ms:.3f}' if 'pd_transfer_mean_ms' in s else '-'} |")
 
 
 if __name__ == "__main__":
