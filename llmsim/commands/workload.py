@@ -4,7 +4,6 @@ import click
 from ..errors import InputError
 from ..outputs import reserve
 from ..workload import load_workload
-from ..workload_gen import Spec, generate, parse_lengths
 from .options import _finite, user_errors
 
 LENGTHS_HELP = "fixed:N, uniform:LO:HI, normal:MEAN:STD or lognormal:MEAN:SIGMA (MEAN the mean; SIGMA log-space)"
@@ -51,6 +50,8 @@ def generate_cmd(output, num_requests, rate, arrivals, cv, input_len, output_len
         source = load_workload(from_trace, 0)
         resample = tuple((r.prompt_len, r.output_len) for r in source)
         inputs[from_trace] = "trace"
+    from ..workload_gen import Spec, generate, parse_lengths  # numpy: only when generating
+
     spec = Spec(num=num_requests, rate_per_s=rate, cv=cv, input=parse_lengths(input_len, "--input-len"),
                 output=parse_lengths(output_len, "--output-len"), turns=turns, tool_ms=tool_ms,
                 prefix_tokens=shared_prefix, prefix_groups=prefix_groups, seed=seed, resample=resample)

@@ -44,8 +44,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import comb
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where a draw needs it: dense runs do not pay its import
+    import numpy as np
 
 POLICIES = ("balanced", "expected", "uniform", "skewed", "reference")
 
@@ -134,6 +136,8 @@ def sample_loads(tokens: int, num_experts: int, top_k: int, ep: int, rng: np.ran
                  log_popularity: np.ndarray | None = None) -> tuple[RankLoad, ...]:
     """One draw: each token takes top_k distinct experts, uniformly or (log_popularity given) in
     proportion to exp(log_popularity) without replacement (the Gumbel top-k trick)."""
+    import numpy as np
+
     if tokens <= 0:
         return tuple(RankLoad(0, 0, 0) for _ in range(ep))
     keys = rng.gumbel(size=(tokens, num_experts))
@@ -155,6 +159,8 @@ def sample_loads(tokens: int, num_experts: int, top_k: int, ep: int, rng: np.ran
 
 def zipf_log_popularity(num_experts: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """log of 1 / rank^s, the ranks 1..E assigned to the experts in a random order."""
+    import numpy as np
+
     ranks = rng.permutation(num_experts) + 1
     return -exponent * np.log(ranks.astype(float))
 
@@ -169,6 +175,8 @@ class ExpertRouter:
             raise ValueError(f"top_k {top_k} must be in 1..{num_experts}")
         expert_ranges(num_experts, ep)  # validates ep
         self.num_experts, self.top_k, self.ep, self.routing = num_experts, top_k, ep, routing
+        import numpy as np
+
         self._rng = np.random.default_rng(routing.seed)
         self._logp = (zipf_log_popularity(num_experts, routing.zipf_exponent, self._rng)
                       if routing.policy == "skewed" else None)
