@@ -45,6 +45,7 @@ class Engine:
         may_form = [True] * len(instances)
         refused = [0] * len(instances)  # requests waiting when the scheduler last had nothing new
         inflight = [inst.scheduler.inflight for inst in instances]
+        pp = [inst.config.pp_size for inst in instances]
         pop, push = heapq.heappop, heapq.heappush
         now = 0
         t_arr = s.next_arrival_ns()  # changes only when arrivals are delivered or a call is released
@@ -107,13 +108,17 @@ class Engine:
                         push(heap, (stage0_free, _STAGE0_FREE, seq, i))
                         seq += 1
                         break
+                    if len(inflight[i]) >= pp[i]:  # the queue is full: the scheduler would refuse
+                        may_form[i] = False
+                        refused[i] = len(instances[i].scheduler.waiting)
+                        break
             if s.dirty:  # a step scheduled an event of the session's own (a KV transfer: disagg.py)
                 s.dirty = False
                 t_arr = s.next_arrival_ns()
             if acct is not None:
                 for i in touched:
                     sched = instances[i].scheduler
-                    acct.state(i, now, why_idle(len(inflight[i]), instances[i].config.pp_size, len(sched.waiting),
+                    acct.state(i, now, why_idle(len(inflight[i]), pp[i], len(sched.waiting),
                                                 len(sched.running), queue_rule[i] and not may_form[i], refused[i],
                                                 instances[i].args.max_num_seqs))
         if acct is not None:
