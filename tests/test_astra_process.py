@@ -14,7 +14,18 @@ from conftest import run_cli
 
 CFG = "configs/cluster/single_node_pp_instance.json"
 NAMES = {"llmservingsim": "AnalyticalAstra", "upstream": "AstraSim_Analytical_Congestion_Unaware"}
-TEMP_PARENT = Path(tempfile.gettempdir()) / "llmsim-astra"
+
+
+@pytest.fixture(autouse=True)
+def _own_tempdir(tmp_path, monkeypatch):
+    """Temporary run folders go under this test's own tempdir, so another llmsim or pytest running
+    on the machine cannot add or remove folders the checks below count."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+
+def _parent() -> Path:
+    return Path(tempfile.gettempdir()) / "llmsim-astra"
 
 SCRIPTS = {
     "background-child-then-exit": ("sleep 300 &\nexit 0\n", ["exited", "no result", "kept running"]),
@@ -36,7 +47,7 @@ def _script(tmp_path, flavor, body):
 
 
 def _temp_folders():
-    return set(TEMP_PARENT.iterdir()) if TEMP_PARENT.is_dir() else set()
+    return set(_parent().iterdir()) if _parent().is_dir() else set()
 
 
 def _leftover_processes(tmp_path):
@@ -95,7 +106,7 @@ def test_workdir_in_use_is_one_line(tmp_path):
 def test_stale_temp_run_folder_is_removed(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = TEMP_PARENT / f"{dead.pid}-deadbeef"
+    stale = _parent() / f"{dead.pid}-deadbeef"
     stale.mkdir(parents=True, exist_ok=True)
     (stale / "junk").write_text("x")
     exe = _script(tmp_path, "llmservingsim", "exit 3\n")
