@@ -151,6 +151,7 @@ def _simulate(o: dict) -> tuple:
     on_graph = None
     if o["dump_traces"]:
         flavor = o["trace_flavor"] or (o["astra_sim_flavor"] if o["backend"] == "astra-sim" else "llmservingsim")
+        o["trace_flavor"] = flavor  # meta.json records the flavour the dump used
         on_graph = load(TRACE_WRITERS, "chakra")(sim.cluster, o["dump_traces"], flavor)
     backend = make_backend(sim, o["backend"], backend_options(o) if o["backend"] != "embedded" else None)
     # One run per process, and the run's structures break their own reference cycles (a lane
