@@ -40,6 +40,8 @@ def activation_peak_bytes(m: ModelSpec, tp: int, act_bytes: int, max_num_batched
     f = m.intermediate_size // tp
     residual = 2 * t * m.hidden_size * act_bytes  # hidden states + residual stream
     mlp = t * (2 * f + f) * act_bytes  # gate_up output and the activation's output, both live
+    if m.moe is not None:
+        mlp = moe_activation_bytes(m, tp, act_bytes, t)
     attn = t * ((m.q_dim + 2 * m.kv_dim) // tp + m.q_dim // tp) * act_bytes
     forward = residual + max(mlp, attn)
     if not last_stage:
@@ -48,6 +50,25 @@ def activation_peak_bytes(m: ModelSpec, tp: int, act_bytes: int, max_num_batched
     # logits in the model dtype, their fp32 copy, and fp32 probabilities
     sampler = rows * m.vocab_size * (act_bytes + 4 + 4) + t * m.hidden_size * act_bytes
     return max(forward, sampler)
+
+
+def moe_activation_bytes(m: ModelSpec, tp: int, act_bytes: int, tokens: int) -> int:
+    """An MoE layer's live tensors over `tokens` tokens with every expert on the rank, 1/tp of
+    each (no expert parallelism), as vLLM's fused_experts allocates them: router logits (tokens x E),
+    top-k weights (fp32) and ids (int32), the w13 output (tokens x k x 2I/tp), the activation's
+    output (tokens x k x I/tp) and the w2 output before the weighted sum (tokens x k x hidden); a
+    shared expert's MLP output beside them. Approximate: the moe_align sorting buffers and
+    fused_moe's chunking of very large batches (VLLM_FUSED_MOE_CHUNK_SIZE) are left out, and
+    a model mixing dense layers takes the larger of the two."""
+    e, h = m.moe, m.hidden_size
+    i = e.expert_intermediate_size // tp
+    rows = tokens * e.top_k
+    out = tokens * e.num_experts * act_bytes + rows * 8 + rows * (2 * i + i + h) * act_bytes
+    if e.shared_intermediate_size:
+        out += tokens * 3 * (e.shared_intermediate_size // tp) * act_bytes
+    if e.num_moe_layers < m.num_layers:
+        out = max(out, tokens * 3 * (m.intermediate_size // tp) * act_bytes)
+    return out
 
 
 def vllm_capacity(total_device_bytes: int, mem_util: float, weight_bytes: int, activation_bytes: int,

@@ -16,6 +16,7 @@ from .perf.profile import ProfileBundle, ProfileError
 from .paths import locate_dir, searched
 from .perf.hardware import available_hardware, load_hardware
 from .perf.roofline import RooflineTimer
+from .perf.routing import POLICIES, ExpertRouter, Routing
 from .perf.timer import ProfileTimer
 from .decode_lanes import LaneScheduler
 from .scheduler import Scheduler
@@ -38,6 +39,7 @@ class Instance:
     dtype: str
     profile_note: str  # a warning about the timing source (roofline, unmeasured layers)
     timing_info: str = ""  # an [INFO] about it (a same-width bundle standing in)
+    routing: Routing | None = None  # the expert routing model of an MoE model (None: dense)
 
     @property
     def index(self) -> int:
@@ -102,6 +104,9 @@ def _timer(inst, args, model, dtype, fp, kv_fp):
     profiles = locate_dir("profiles", f"{inst.hardware}/{model.name}")
     if args.timing == "profile" or (args.timing == "auto" and has_profile(profiles, inst, dtype, args.kv_cache_dtype, model)):
         bundle, note = load_profile(profiles, inst, dtype, args.kv_cache_dtype, model)
+        if model.moe is not None:
+            timer, warn = _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp)
+            return timer, bundle.architecture, warn, note
         return ProfileTimer(bundle, bundle.architecture), bundle.architecture, "", note
     try:
         arch = load_architecture(_arch_root(model), model.model_type)
@@ -117,6 +122,43 @@ def _timer(inst, args, model, dtype, fp, kv_fp):
     note = (f"instance {inst.index}: no measured profile for {model.name} {dtype} tp={inst.tp_size} on "
             f"{inst.hardware}; timing from the roofline model (approximate: docs/roofline.md)")
     return timer, arch, note, ""
+
+
+def _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp):
+    """(ProfileTimer, warning) for an MoE model on a measured bundle. moe.csv times the whole
+    expert block on one GPU holding every expert whole: it fits tp = 1. With tp > 1 (no expert
+    parallelism) each GPU holds a 1/tp slice of every expert, which the table does not capture,
+    so the roofline model times the expert block there (the other layers stay measured)."""
+    arch, tp, k = bundle.architecture, inst.tp_size, model.moe.top_k
+    has_table = "moe" in bundle.layers
+    if tp == 1 and has_table:
+        return ProfileTimer(bundle, arch, top_k=k), ""
+    why = (f"{bundle.hardware}/{bundle.variant} moe.csv times whole experts on one GPU, but with tp={tp} each GPU "
+           f"holds a 1/{tp} slice of every expert" if has_table else f"{bundle.root} has no moe.csv")
+    hw_file = locate_dir("configs/hardware", f"{inst.hardware}.json") / f"{inst.hardware}.json"
+    if not hw_file.is_file():  # nothing to time the sliced block with: the table (an over-estimate) or nothing
+        what = "timed from that table (whole experts: an over-estimate)" if has_table else "not timed"
+        return (ProfileTimer(bundle, arch, top_k=k),
+                f"instance {inst.index}: {why}; no hardware file for the roofline, so the expert block is {what}")
+    roof = RooflineTimer(model, arch, load_hardware(hw_file), fp, tp, dtype=dtype, kv_dtype_bytes=kv_fp,
+                         ep=1, expert_tp=tp)
+    return (ProfileTimer(bundle, arch, top_k=k, moe_timer=roof),
+            f"instance {inst.index}: {why}; the expert block is timed by the roofline model "
+            f"(approximate: docs/moe.md), the other layers from the measured profile")
+
+
+def _check_moe(inst: InstanceConfig, model: ModelSpec) -> None:
+    """What single-instance MoE serving cannot take (expert and data parallelism are refused by the
+    cluster config): a model mixing dense and MoE decoder layers (the iteration graph repeats one
+    decoder block), and more TP ranks than experts (vLLM refuses it)."""
+    e = model.moe
+    if e.num_moe_layers != model.num_layers:
+        raise InputError(f"{inst.where}.model_name: {model.name} mixes dense and mixture-of-experts decoder layers "
+                         f"({e.num_moe_layers} of {model.num_layers} have experts); serving such a model is not wired "
+                         f"yet (docs/moe.md)")
+    if inst.tp_size > e.num_experts:
+        raise InputError(f"{inst.where}.tp_size: tensor parallel size {inst.tp_size} is greater than the number of "
+                         f"experts ({e.num_experts}) of {model.name}")
 
 
 def _mem_bw_ignored(inst: InstanceConfig) -> str:
@@ -142,9 +184,10 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
         raise InputError(f"{inst.where}.model_name: no model config '{inst.model_name}.json'; searched "
                          f"{searched('configs/model')}")
     model = load_model_spec(model_dir, inst.model_name)
-    if model.moe is not None:  # the expert model exists (docs/moe.md); the engine does not time it yet
-        raise InputError(f"{inst.where}.model_name: {model.name} is a mixture-of-experts model; serving one is "
-                         f"not wired into the engine yet (docs/moe.md)")
+    if args.moe_routing not in POLICIES:
+        raise InputError(f"{inst.where}: moe_routing '{args.moe_routing}' (choose from {', '.join(POLICIES)})")
+    if model.moe is not None:  # one instance, experts on every rank (docs/moe.md)
+        _check_moe(inst, model)
     if inst.pp_size > model.num_layers:
         raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")
     if model.num_heads % inst.tp_size:  # vLLM refuses it too
@@ -165,8 +208,13 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
         usable = load_hardware(hw_file).usable_memory_bytes if hw_file.is_file() else None
         device_bytes = min(device_bytes, usable or device_bytes)
     memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, device_bytes,
-                         args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks)
+                         args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks,
+                         ep=1, expert_tp=inst.tp_size)  # no expert parallelism: every rank a 1/tp slice of each expert
     timer, arch, note, info = _timer(inst, args, model, dtype, fp, kv_fp)
+    routing = None
+    if model.moe is not None:  # one EP rank holds every expert: the router's loads are the whole batch's
+        routing = Routing(args.moe_routing, args.moe_seed)
+        timer.bind_router(ExpertRouter.for_model(model, 1, routing))
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp,
                             args.stage_transfer)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)
@@ -178,4 +226,4 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
     if timer.skipped:  # as the reference does: a layer the bundle never measured costs nothing
         missing = f"layers {', '.join(timer.skipped)} are not timed by {timer.describe()}"
         note = f"{note}; {missing}" if note else f"instance {inst.index}: {missing}"
-    return Instance(inst, args, model, layout, memory, pool, sched, timer, dtype, note, info)
+    return Instance(inst, args, model, layout, memory, pool, sched, timer, dtype, note, info, routing)

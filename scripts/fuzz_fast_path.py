@@ -23,7 +23,7 @@ from llmsim.cli import main as llmsim_main  # noqa: E402
 
 CONFIGS = ["single_node_single_instance", "single_node_pp_instance", "single_node_pp4_instance",
            "single_node_tp_pp_instance", "single_node_multi_instance", "single_node_tp2_instance",
-           "single_node_pd_instance"]
+           "single_node_pd_instance", "rtxpro6000_qwen3_30b_a3b_instance"]
 
 
 def _workload(rng: random.Random, path: Path, bs: int) -> None:
@@ -68,6 +68,9 @@ def _options(rng: random.Random) -> tuple[int, list[str]]:
                     ("--no-reserve-full-isl", 0.2)):
         if rng.random() < p:
             opts.append(flag)
+    # MoE models (dense ones ignore it): a random policy draws once per batch on both paths
+    opts += ["--moe-routing", rng.choice(["expected", "balanced", "uniform", "skewed"]),
+             "--moe-seed", rng.randint(0, 9)]
     return bs, [str(x) for x in opts]
 
 

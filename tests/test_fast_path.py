@@ -173,12 +173,37 @@ def test_fast_path_is_exercised(cfg, extra, lane_share):
     assert sched.plain_steps > 0
 
 
+MOE = "configs/cluster/rtxpro6000_qwen3_30b_a3b_instance.json"  # Qwen3-30B-A3B, one RTX PRO 6000
+QWEN_SHAREGPT = "workloads/sharegpt-qwen3-32b-300-sps10.jsonl"
+
+
+def _moe_cluster(tmp_path, tp, pp):
+    cfg = json.loads(Path(MOE).read_text())
+    cfg["nodes"][0]["instances"][0].update(num_npus=tp * pp, tp_size=tp, pp_size=pp)
+    path = tmp_path / f"moe_tp{tp}_pp{pp}.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.mark.parametrize("routing", ["expected", "uniform"])
+def test_moe_model(tmp_path, routing):
+    # The MoE layer is a per-batch term (a random routing policy draws once per batch, in batch
+    # order): both paths must draw the same loads for the same batches.
+    _same(tmp_path, "--cluster-config", MOE, "--dataset", QWEN_SHAREGPT, "--num-reqs", 120, "--moe-routing", routing,
+          "--moe-seed", 5, *NO_CACHE)
+    _same(tmp_path, "--cluster-config", _moe_cluster(tmp_path, 2, 2), "--dataset", QWEN_SHAREGPT, "--num-reqs", 60,
+          "--moe-routing", routing, *NO_CACHE)
+
+
 @pytest.mark.parametrize("cfg, timing", [
     ("configs/cluster/single_node_tp_pp_instance.json", "profile"),
     ("configs/cluster/rtxpro6000_qwen3_32b_tp2_instance.json", "profile"),
     ("configs/cluster/h100_llama70b_tp2_pp4.json", "roofline"),
+    (MOE, "profile"),
+    ("moe tp2 pp2", "profile"),  # measured layers, the expert block on the roofline
+    ("moe tp2 pp2", "roofline"),
 ])
-def test_stage_costs_equal_the_graph_path(cfg, timing):
+def test_stage_costs_equal_the_graph_path(cfg, timing, tmp_path):
     # The embedded loop times batches from cached per-shape parts; traces and ASTRA-Sim time the
     # built graph. Random batches (prefill chunks with histories, decode histories) must agree.
     import random
@@ -191,7 +216,9 @@ def test_stage_costs_equal_the_graph_path(cfg, timing):
     from llmsim.request import Request
     from llmsim.simulate import prepare
 
-    sim = prepare(cfg, EngineArgs(dtype="bfloat16", timing=timing), None)
+    if cfg == "moe tp2 pp2":
+        cfg = _moe_cluster(tmp_path, 2, 2)
+    sim = prepare(cfg, EngineArgs(dtype="bfloat16", timing=timing, moe_routing="uniform"), None)
     inst = sim.instances[0]
     backend = EmbeddedBackend(sim.cluster)
     costs = StageCosts(inst.layout, inst.timer, backend)

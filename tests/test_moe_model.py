@@ -77,11 +77,27 @@ def test_bad_expert_fields_name_the_field(tmp_path, fields, key):
         _spec(tmp_path, **fields)
 
 
-def test_serving_an_moe_model_is_refused_until_wired(tmp_path):
+def test_moe_with_data_parallel_group_is_still_refused(tmp_path):
+    # One instance serves an MoE model now (tests/test_moe_serving.py); DP groups stay refused.
     cfg = json.loads((ROOT / "configs" / "cluster" / "single_node_single_instance.json").read_text())
-    cfg["nodes"][0]["instances"][0]["model_name"] = "Qwen/Qwen3-30B-A3B-Instruct-2507"
+    cfg["nodes"][0]["instances"][0].update(model_name="Qwen/Qwen3-30B-A3B-Instruct-2507", dp_group="A")
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     res = run_cli("--cluster-config", path, "--dataset", "workloads/example_trace.jsonl")
     assert res.exit_code == 2
-    assert "mixture-of-experts" in res.output and "docs/moe.md" in res.output
+    assert "dp_group" in res.output and "not supported yet" in res.output
+
+
+def test_ep_size_above_one_is_refused_in_one_line():
+    import json
+
+    from llmsim.config.cluster import cluster_from_dict
+    from llmsim.errors import InputError
+
+    raw = json.loads(open("configs/cluster/rtxpro6000_qwen3_30b_a3b_instance.json").read())
+    raw["nodes"][0]["instances"][0]["ep_size"] = 2
+    with pytest.raises(InputError) as e:
+        cluster_from_dict(raw, "c.json")
+    assert str(e.value).startswith("c.json: nodes[0].instances[0].ep_size: expert parallelism is not supported yet")
+    raw["nodes"][0]["instances"][0]["ep_size"] = 1
+    assert cluster_from_dict(raw, "c.json").instances[0].tp_size == 1

@@ -2,8 +2,10 @@
 
 A stage's busy time is a sum of op durations, and each op depends on one thing: dense ops,
 all-reduces, sends and host transfers on the batch's tokens, per-sequence ops (lm_head, sampler)
-on its request count, attention ops on the attention time t. So busy = tokens part + requests
-part + (attention ops) * t, each part cached on its own key. Op counts and the communication
+on its request count, attention ops on the attention time t, MoE expert blocks on the batch's
+routing (one draw per batch: a random routing policy cannot be cached by shape). So busy = tokens
+part + requests part + (attention ops) * t + (MoE ops) * moe_t, the first two cached on their own
+keys, t and moe_t computed per batch. Op counts and the communication
 template come from a probe graph built with the real builder, and communication is timed by the
 real backend, so this path and the graph path (traces, ASTRA-Sim) cannot drift apart unless the
 builder stops scaling message sizes with tokens; tests/test_fast_path.py checks them equal.
@@ -32,23 +34,29 @@ class StageCosts:
         self._by_tokens: dict[int, list[tuple[int, int, int]]] = {}
         self._by_reqs: dict[int, list[int]] = {}
         self._shapes: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
-        # Per stage: attention ops, and how many times each per-sequence and each other timed
-        # layer runs; plus a one-token template of the stage's communication and host ops,
+        # Per stage: attention ops, MoE expert-block ops, and how many times each per-sequence and
+        # each other timed layer runs; plus a one-token template of the stage's communication and host ops,
         # whose sizes all scale with the batch's tokens.
         self._attn_ops: list[int] = []
+        self._moe_ops: list[int] = []
         self._seq_ops: list[Counter] = []
         self._tok_ops: list[Counter] = []
         base = timer.base_durations(1, 1)
-        probe = build_graph(layout, _Probe(0, 1), {**base, **{l: 1 for l in timer.attention_layers}})
+        moe = set(timer.moe_layers)
+        probe = build_graph(layout, _Probe(0, 1), {**base, **{l: 1 for l in timer.attention_layers},
+                                                   **{l: 1 for l in moe}})
         attn = set(timer.attention_layers)
         seq = set(self._per_seq)
         self._comm = []
         self._probe_stages = probe.stages
+        self._moe = bool(moe)
         for prog in probe.stages:
             names = Counter(op.name for op in prog.ops() if op.kind is OpKind.COMPUTE)
             self._attn_ops.append(sum(names[l] for l in attn))
+            self._moe_ops.append(sum(names[l] for l in moe))
             self._seq_ops.append(Counter({l: n for l, n in names.items() if l in seq}))
-            self._tok_ops.append(Counter({l: n for l, n in names.items() if l not in seq and l not in attn}))
+            self._tok_ops.append(Counter({l: n for l, n in names.items() if l not in seq and l not in attn
+                                          and l not in moe}))
             self._comm.append(tuple(tuple(op for op in ops if op.kind is not OpKind.COMPUTE)
                                     for ops in (prog.head_ops, prog.block_ops, prog.tail_ops)))
 
@@ -72,6 +80,9 @@ class StageCosts:
         """(busy, host load, host store) per stage, as EmbeddedBackend.stage_times of the batch's graph."""
         shape = self._shape_of(batch)
         t = self.timer.attention_ns(batch)
+        if self._moe:
+            mt = self.timer.moe_batch_ns(batch)
+            return [(b + k * t + m * mt, load, store) for (b, k, load, store, _, _), m in zip(shape, self._moe_ops)]
         return [(b + k * t, load, store) for b, k, load, store, _, _ in shape]
 
     def _shape_of(self, batch):
@@ -87,8 +98,10 @@ class StageCosts:
         """times(batch), and per stage (compute ns, SEND ns), as the backend's stage_split of its graph."""
         shape = self._shape_of(batch)
         t = self.timer.attention_ns(batch)
-        return ([(b + k * t, load, store) for b, k, load, store, _, _ in shape],
-                [(b + k * t - comm, send) for b, k, _, _, comm, send in shape])
+        mt = self.timer.moe_batch_ns(batch) if self._moe else 0
+        busy = [b + k * t + m * mt for (b, k, _, _, _, _), m in zip(shape, self._moe_ops)]
+        return ([(x, load, store) for x, (_, _, load, store, _, _) in zip(busy, shape)],
+                [(x - comm, send) for x, (_, _, _, _, comm, send) in zip(busy, shape)])
 
     def _shape(self, total_len: int, num_reqs: int) -> list[tuple[int, int, int, int, int, int]]:
         """Per stage: (busy without attention, attention ops, host load, host store, communication, SEND)."""

@@ -11,6 +11,7 @@ import click
 
 from ..config.engine import COMPAT_MODES, DTYPE_BYTES, REFERENCE_RULES, EngineArgs
 from ..errors import InputError
+from ..perf.routing import POLICIES as MOE_POLICIES
 from ..router import DEFAULT_SEED
 
 
@@ -76,6 +77,13 @@ ENGINE_OPTIONS = [
                  help="Pin the KV block count (e.g. vLLM's logged num_gpu_blocks); 0 = computed."),
     click.option("--timing", type=click.Choice(["auto", "profile", "roofline"]), default="auto", show_default=True,
                  help="Layer times from a measured profile bundle, the roofline model, or the bundle when one exists."),
+    click.option("--moe-routing", type=click.Choice(MOE_POLICIES), default="expected", show_default=True,
+                 help="Mixture-of-experts models: how a batch's tokens land on the experts, which sets the activated "
+                      "experts each MoE layer reads: expected = uniform top-k routing's expectation; balanced = no "
+                      "collisions (an upper bound); uniform / skewed = a seeded random draw per batch (--moe-seed); "
+                      "reference = LLMServingSim's BALANCED (docs/moe.md)."),
+    click.option("--moe-seed", type=int, default=0, show_default=True,
+                 help="Seed of --moe-routing uniform / skewed (same seed, same outputs)."),
     click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True,
                  help="Which instance takes each arriving request: LOAD = fewest waiting (weighted 4x) + running "
                       "requests relative to max_num_seqs, ties round-robin; RR = round-robin; RAND = uniformly at "
@@ -88,7 +96,7 @@ ENGINE_OPTIONS = [
 ENGINE_KEYS = ("dtype", "kv_cache_dtype", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
                "long_prefill_token_threshold", "enable_prefix_caching", "enable_chunked_prefill", "reserve_full_isl",
                "npu_memory_utilization", "kv_capacity", "num_gpu_blocks", "timing", "batch_formation",
-               "stage_transfer")
+               "stage_transfer", "moe_routing", "moe_seed")
 
 
 def engine_options(f):
@@ -138,8 +146,10 @@ def announce(sim, quiet: bool) -> None:
             click.echo(f"[INFO] {inst.timing_info}")
         if not quiet:
             m = inst.memory
+            routing = "" if inst.routing is None else f", expert routing: {inst.routing.describe()}"
             click.echo(f"[INFO] instance {inst.index}: {inst.model.name} on {inst.config.num_npus} x "
                        f"{inst.config.hardware} (tp={inst.config.tp_size}, pp={inst.config.pp_size}), {inst.dtype}, "
-                       f"timing: {inst.timer.describe()}; KV cache {m.num_blocks} blocks x {m.block_size} tokens "
+                       f"timing: {inst.timer.describe()}{routing}; "
+                       f"KV cache {m.num_blocks} blocks x {m.block_size} tokens "
                        f"({inst.args.kv_capacity if not inst.args.num_gpu_blocks else 'pinned'}); layers per stage "
                        f"{[s.layers for s in m.stages]}")

@@ -155,6 +155,9 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
                     f.fail(f"expected null, \"prefill\" or \"decode\", got {pd!r}", "pd_type")
             if inst_raw.get("dp_group") is not None:
                 f.fail("data-parallel groups are not supported yet; remove dp_group", "dp_group")
+            if f.get("ep_size", int, 1, minimum=1) > 1:
+                f.fail("expert parallelism is not supported yet (experts are sliced over the TP ranks, as vLLM "
+                       "does without --enable-expert-parallel); remove ep_size or set it to 1", "ep_size")
             npu_f = f.child("npu_mem")
             npu_mem = _mem(npu_f, {"mem_util"}, warnings)
             mem_util = npu_f.get("mem_util", (int, float), None, minimum=0, exclusive_min=True, maximum=1)

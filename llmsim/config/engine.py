@@ -30,6 +30,10 @@ class EngineArgs:
     # each TP rank sending its 1/tp slice and the receiving stage all-gathering them;
     # "reference": one activation tensor, whole, per rank.
     stage_transfer: str = "vllm"
+    # Mixture-of-experts models: how a batch's tokens land on the experts (perf/routing.py POLICIES;
+    # "expected": uniform top-k routing's expectation, docs/moe.md) and the seed of the random ones.
+    moe_routing: str = "expected"
+    moe_seed: int = 0
 
     def with_overrides(self, overrides: dict) -> "EngineArgs":
         return replace(self, **overrides) if overrides else self

@@ -7,8 +7,13 @@ from ..perf.architecture import Architecture
 from .iteration import IterationGraph, Op, OpKind, StageProgram
 from ..stage_split import stage_layer_counts
 
-# Row-parallel linears end in a TP all-reduce of the full activation.
-ALLREDUCE_AFTER = frozenset({"o_proj", "down_proj"})
+# Row-parallel linears end in a TP all-reduce of the full activation. So does an MoE block
+# without expert parallelism: vLLM's Qwen3MoeSparseMoeBlock / Qwen2MoeSparseMoeBlock build their
+# FusedMoE (SharedFusedMoE) and shared expert with reduce_results=False, add the shared output to
+# the routed one, and all-reduce the sum once over the TP group
+# (experts.maybe_all_reduce_tensor_model_parallel); MixtralMoE's FusedMoE reduces its own output
+# (reduce_results=True). Either way: one all-reduce of tokens x hidden after the block.
+ALLREDUCE_AFTER = frozenset({"o_proj", "down_proj", "moe"})
 # What a non-final stage hands on in vLLM: its IntermediateTensors. Every family llmsim models
 # (Llama, Qwen3, Mixtral, PhiMoE, Qwen3-MoE) builds them from
 # make_empty_intermediate_tensors_factory(["hidden_states", "residual"], hidden_size), in the

@@ -10,6 +10,9 @@ class LayerTimer:
     _per_seq: list[str]
     _attn: list[str]
     _moe: list[str] = []  # expert-block layers: timed by moe_ns, not in base_durations
+    _router = None  # an ExpertRouter (perf/routing.py) bound by the instance: MoE layers are timed per batch
+    _moe_memo: dict | None = None  # deterministic routing: total_len -> ns
+    _moe_last: tuple = (None, 0)  # (batch key, ns): one draw per batch, however often it is timed
 
     @property
     def moe_layers(self) -> list[str]:
@@ -20,6 +23,35 @@ class LayerTimer:
         """One MoE layer of a batch with `batch_tokens` tokens on this rank whose experts see
         `loads` (a RankLoad per EP rank, perf/routing.py)."""
         raise NotImplementedError(f"{type(self).__name__} does not time expert blocks")
+
+    def bind_router(self, router) -> None:
+        """Time this instance's MoE layers per batch from `router` (ExpertRouter, its EP degree
+        included). A deterministic policy's loads depend on the token count alone (cached by it);
+        a random one draws once per batch, in batch order, so a seeded run is reproducible."""
+        self._router = router
+        self._moe_memo = {} if router.deterministic else None
+        self._moe_last = (None, 0)
+
+    def moe_batch_ns(self, batch: Batch) -> int:
+        """One MoE layer of this batch: moe_ns(total_len, router.route(total_len)); 0 without experts.
+        All MoE layers of the batch take this one draw (the graph repeats one decoder block)."""
+        if not self._moe or self._router is None:
+            return 0
+        n = batch.total_len
+        memo = self._moe_memo
+        if memo is not None:
+            t = memo.get(n)
+            if t is None:
+                if len(memo) >= 1 << 16:
+                    memo.clear()
+                t = memo[n] = self.moe_ns(n, self._router.route(n))
+            return t
+        key = (batch.instance, batch.id, n)
+        if self._moe_last[0] == key:
+            return self._moe_last[1]
+        t = self.moe_ns(n, self._router.route(n))
+        self._moe_last = (key, t)
+        return t
 
     @property
     def attention_layers(self) -> list[str]:
@@ -35,5 +67,9 @@ class LayerTimer:
         t = self.attention_ns(batch)
         if t > 0:
             for l in self._attn:
+                out[l] = t
+        if self._moe:  # present even at 0 (no router bound): the graph keeps its op and all-reduce
+            t = self.moe_batch_ns(batch)
+            for l in self._moe:
                 out[l] = t
         return out

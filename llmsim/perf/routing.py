@@ -187,6 +187,11 @@ class ExpertRouter:
         """The router of a ModelSpec with experts (model.moe)."""
         return cls(model.moe.num_experts, model.moe.top_k, ep, routing)
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether route(n) depends on n alone (else it draws from the seeded generator)."""
+        return self.routing.policy in _DETERMINISTIC
+
     def route(self, tokens: int) -> tuple[RankLoad, ...]:
         p = self.routing.policy
         if p in _DETERMINISTIC:  # deterministic in n: cached
