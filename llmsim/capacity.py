@@ -33,15 +33,16 @@ class Capacity:
 
 
 def activation_peak_bytes(m: ModelSpec, tp: int, act_bytes: int, max_num_batched_tokens: int,
-                          max_num_seqs: int, last_stage: bool = True) -> int:
+                          max_num_seqs: int, last_stage: bool = True, expert_tp: int | None = None) -> int:
     """Peak of vLLM's profiling run: a forward pass over max_num_batched_tokens tokens, then (on the
-    last stage) a dummy sampler run over min(max_num_seqs, tokens) rows of full-vocabulary logits."""
+    last stage) a dummy sampler run over min(max_num_seqs, tokens) rows of full-vocabulary logits.
+    expert_tp: how an MoE model's experts are sliced (1 with expert parallelism; default tp)."""
     t = max_num_batched_tokens
     f = m.intermediate_size // tp
     residual = 2 * t * m.hidden_size * act_bytes  # hidden states + residual stream
     mlp = t * (2 * f + f) * act_bytes  # gate_up output and the activation's output, both live
     if m.moe is not None:
-        mlp = moe_activation_bytes(m, tp, act_bytes, t)
+        mlp = moe_activation_bytes(m, tp, act_bytes, t, expert_tp)
     attn = t * ((m.q_dim + 2 * m.kv_dim) // tp + m.q_dim // tp) * act_bytes
     forward = residual + max(mlp, attn)
     if not last_stage:
@@ -52,16 +53,17 @@ def activation_peak_bytes(m: ModelSpec, tp: int, act_bytes: int, max_num_batched
     return max(forward, sampler)
 
 
-def moe_activation_bytes(m: ModelSpec, tp: int, act_bytes: int, tokens: int) -> int:
-    """An MoE layer's live tensors over `tokens` tokens with every expert on the rank, 1/tp of
-    each (no expert parallelism), as vLLM's fused_experts allocates them: router logits (tokens x E),
+def moe_activation_bytes(m: ModelSpec, tp: int, act_bytes: int, tokens: int, expert_tp: int | None = None) -> int:
+    """An MoE layer's live tensors over `tokens` tokens, each expert 1/expert_tp wide on the rank
+    (default tp: no expert parallelism; 1 with it, the workspace still sized for every token's k
+    rows), as vLLM's fused_experts allocates them: router logits (tokens x E),
     top-k weights (fp32) and ids (int32), the w13 output (tokens x k x 2I/tp), the activation's
     output (tokens x k x I/tp) and the w2 output before the weighted sum (tokens x k x hidden); a
     shared expert's MLP output beside them. Approximate: the moe_align sorting buffers and
     fused_moe's chunking of very large batches (VLLM_FUSED_MOE_CHUNK_SIZE) are left out, and
     a model mixing dense layers takes the larger of the two."""
     e, h = m.moe, m.hidden_size
-    i = e.expert_intermediate_size // tp
+    i = e.expert_intermediate_size // (expert_tp or tp)
     rows = tokens * e.top_k
     out = tokens * e.num_experts * act_bytes + rows * 8 + rows * (2 * i + i + h) * act_bytes
     if e.shared_intermediate_size:

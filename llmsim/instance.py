@@ -118,7 +118,9 @@ def _timer(inst, args, model, dtype, fp, kv_fp):
         raise InputError(f"{inst.where}.hardware: no measured profile and no hardware file for '{inst.hardware}' "
                          f"(profiles: {', '.join(have)}; hardware files: {', '.join(available_hardware(hw_dir))})")
     hw = load_hardware(inst.hardware, hw_dir)
-    timer = RooflineTimer(model, arch, hw, fp, inst.tp_size, dtype=dtype, kv_dtype_bytes=kv_fp)
+    ep = inst.ep_size
+    timer = RooflineTimer(model, arch, hw, fp, inst.tp_size, dtype=dtype, kv_dtype_bytes=kv_fp,
+                          ep=ep, expert_tp=1 if ep > 1 else inst.tp_size)
     note = (f"instance {inst.index}: no measured profile for {model.name} {dtype} tp={inst.tp_size} on "
             f"{inst.hardware}; timing from the roofline model (approximate: docs/roofline.md)")
     return timer, arch, note, ""
@@ -126,13 +128,18 @@ def _timer(inst, args, model, dtype, fp, kv_fp):
 
 def _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp):
     """(ProfileTimer, warning) for an MoE model on a measured bundle. moe.csv times the whole
-    expert block on one GPU holding every expert whole: it fits tp = 1. With tp > 1 (no expert
-    parallelism) each GPU holds a 1/tp slice of every expert, which the table does not capture,
-    so the roofline model times the expert block there (the other layers stay measured)."""
+    expert block on one GPU holding its experts whole: it fits tp = 1, and each EP rank with
+    expert parallelism (ep = tp: every rank looked up at its own load, the slowest rank's time).
+    With tp > 1 and no expert parallelism each GPU holds a 1/tp slice of every expert, which the
+    table does not capture, so the roofline model times the expert block there (the other layers
+    stay measured)."""
     arch, tp, k = bundle.architecture, inst.tp_size, model.moe.top_k
     has_table = "moe" in bundle.layers
     if tp == 1 and has_table:
         return ProfileTimer(bundle, arch, top_k=k), ""
+    if inst.ep_size > 1 and has_table:  # each EP rank holds its experts whole: what moe.csv measures
+        return ProfileTimer(bundle, arch, top_k=k, moe_note=f"expert block per EP rank from tp1/moe.csv "
+                            f"(ep={inst.ep_size}, the slowest rank)"), ""
     why = (f"{bundle.hardware}/{bundle.variant} moe.csv times whole experts on one GPU, but with tp={tp} each GPU "
            f"holds a 1/{tp} slice of every expert" if has_table else f"{bundle.root} has no moe.csv")
     hw_file = locate_dir("configs/hardware", f"{inst.hardware}.json") / f"{inst.hardware}.json"
@@ -140,16 +147,36 @@ def _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp):
         what = "timed from that table (whole experts: an over-estimate)" if has_table else "not timed"
         return (ProfileTimer(bundle, arch, top_k=k),
                 f"instance {inst.index}: {why}; no hardware file for the roofline, so the expert block is {what}")
+    ep = inst.ep_size  # here only without a table when ep > 1: the roofline's EP rank holds its experts whole
     roof = RooflineTimer(model, arch, load_hardware(hw_file), fp, tp, dtype=dtype, kv_dtype_bytes=kv_fp,
-                         ep=1, expert_tp=tp)
+                         ep=ep, expert_tp=1 if ep > 1 else tp)
     return (ProfileTimer(bundle, arch, top_k=k, moe_timer=roof),
             f"instance {inst.index}: {why}; the expert block is timed by the roofline model "
             f"(approximate: docs/moe.md), the other layers from the measured profile")
 
 
+def _ep_info(inst: InstanceConfig, model: ModelSpec, timer) -> str:
+    """The [INFO] line of an instance with expert parallelism: what runs where, which source times what."""
+    if model.moe is None or inst.ep_size == 1:
+        return ""
+    per_rank = -(-model.moe.num_experts // inst.ep_size)
+    if isinstance(timer, RooflineTimer):
+        src = "every layer from the roofline model, each EP rank's expert block with its experts whole"
+    elif timer.moe_timer is not None:
+        src = (f"attention and dense layers from the measured tp{timer.bundle.tp} profile, each EP rank's expert "
+               f"block from the roofline model (no moe.csv)")
+    else:
+        src = (f"attention and dense layers from the measured tp{timer.bundle.tp} profile, each EP rank's expert "
+               f"block from tp1/moe.csv (one rank's whole experts)")
+    return (f"instance {inst.index}: expert parallelism ep={inst.ep_size} inside the tp={inst.tp_size} group: "
+            f"{per_rank} of {model.moe.num_experts} experts whole per rank, every rank routes the whole batch (no "
+            f"token dispatch without data parallelism), the MoE output all-reduced over the group; timing: {src}, "
+            f"the MoE layer the slowest rank's")
+
+
 def _check_moe(inst: InstanceConfig, model: ModelSpec) -> None:
-    """What single-instance MoE serving cannot take (expert and data parallelism are refused by the
-    cluster config): a model mixing dense and MoE decoder layers (the iteration graph repeats one
+    """What single-instance MoE serving cannot take (data parallelism, and expert parallelism other
+    than ep = tp, are refused by the cluster config): a model mixing dense and MoE decoder layers (the iteration graph repeats one
     decoder block), and more TP ranks than experts (vLLM refuses it)."""
     e = model.moe
     if e.num_moe_layers != model.num_layers:
@@ -186,8 +213,13 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
     model = load_model_spec(model_dir, inst.model_name)
     if args.moe_routing not in POLICIES:
         raise InputError(f"{inst.where}: moe_routing '{args.moe_routing}' (choose from {', '.join(POLICIES)})")
-    if model.moe is not None:  # one instance, experts on every rank (docs/moe.md)
+    if model.moe is not None:  # one instance: experts on every rank, or split over the TP group (docs/moe.md)
         _check_moe(inst, model)
+    elif inst.ep_size > 1:
+        raise InputError(f"{inst.where}.ep_size: {model.name} has no experts; expert parallelism needs a "
+                         f"mixture-of-experts model (set ep_size to 1)")
+    ep = inst.ep_size  # 1, or tp_size (config/cluster.py): each rank holds E/ep experts whole
+    expert_tp = 1 if ep > 1 else inst.tp_size  # without EP: every rank a 1/tp slice of each expert
     if inst.pp_size > model.num_layers:
         raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")
     if model.num_heads % inst.tp_size:  # vLLM refuses it too
@@ -200,7 +232,7 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
     reserved = None
     if args.kv_capacity == "vllm":
         reserved = lambda s: (activation_peak_bytes(model, inst.tp_size, fp, args.max_num_batched_tokens or max_model_len,
-                                                    args.max_num_seqs or 1024, s == inst.pp_size - 1)
+                                                    args.max_num_seqs or 1024, s == inst.pp_size - 1, expert_tp)
                               + DEFAULT_NON_TORCH_BYTES)
     device_bytes = inst.npu_mem.size_bytes
     if args.kv_capacity == "vllm":
@@ -209,12 +241,14 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
         device_bytes = min(device_bytes, usable or device_bytes)
     memory = plan_memory(model, inst.tp_size, inst.pp_size, fp, kv_fp, device_bytes,
                          args.npu_memory_utilization, args.block_size, inst.where, reserved, args.num_gpu_blocks,
-                         ep=1, expert_tp=inst.tp_size)  # no expert parallelism: every rank a 1/tp slice of each expert
+                         ep=ep, expert_tp=expert_tp)
     timer, arch, note, info = _timer(inst, args, model, dtype, fp, kv_fp)
     routing = None
-    if model.moe is not None:  # one EP rank holds every expert: the router's loads are the whole batch's
+    if model.moe is not None:  # the batch's tokens are on every rank (no DP): each EP rank's experts see them all
         routing = Routing(args.moe_routing, args.moe_seed)
-        timer.bind_router(ExpertRouter.for_model(model, 1, routing))
+        timer.bind_router(ExpertRouter.for_model(model, ep, routing))
+        ep_info = _ep_info(inst, model, timer)
+        info = f"{info}; {ep_info}" if info and ep_info else info or ep_info
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp,
                             args.stage_transfer)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)

@@ -85,7 +85,7 @@ def run_metadata(sim, result, options: dict) -> str:
         "options": {k: v for k, v in sorted(options.items()) if isinstance(v, (str, int, float, bool, type(None)))},
         "instances": [{
             "instance": i.index, "model": i.model.name, "hardware": i.config.hardware,
-            "tp_size": i.config.tp_size, "pp_size": i.config.pp_size, "dtype": i.dtype,
+            "tp_size": i.config.tp_size, "pp_size": i.config.pp_size, "ep_size": i.config.ep_size, "dtype": i.dtype,
             "pd_type": i.config.pd_type,
             "timing_source": i.timer.source, "timing": i.timer.describe(),
             "kv_blocks": i.memory.num_blocks, "block_size": i.memory.block_size,

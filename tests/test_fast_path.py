@@ -175,6 +175,7 @@ def test_fast_path_is_exercised(cfg, extra, lane_share):
 
 MOE = "configs/cluster/rtxpro6000_qwen3_30b_a3b_instance.json"  # Qwen3-30B-A3B, one RTX PRO 6000
 QWEN_SHAREGPT = "workloads/sharegpt-qwen3-32b-300-sps10.jsonl"
+MOE_EP = "configs/cluster/rtxpro6000_qwen3_30b_a3b_tp2_ep2_instance.json"  # tp 2 with ep 2 (experts whole)
 
 
 def _moe_cluster(tmp_path, tp, pp):
@@ -193,6 +194,8 @@ def test_moe_model(tmp_path, routing):
           "--moe-seed", 5, *NO_CACHE)
     _same(tmp_path, "--cluster-config", _moe_cluster(tmp_path, 2, 2), "--dataset", QWEN_SHAREGPT, "--num-reqs", 60,
           "--moe-routing", routing, *NO_CACHE)
+    _same(tmp_path, "--cluster-config", MOE_EP, "--dataset", QWEN_SHAREGPT, "--num-reqs", 60,  # EP 2 inside TP 2
+          "--moe-routing", routing, *NO_CACHE)
 
 
 @pytest.mark.parametrize("cfg, timing", [
@@ -202,6 +205,8 @@ def test_moe_model(tmp_path, routing):
     (MOE, "profile"),
     ("moe tp2 pp2", "profile"),  # measured layers, the expert block on the roofline
     ("moe tp2 pp2", "roofline"),
+    (MOE_EP, "profile"),  # the expert block per EP rank from moe.csv
+    (MOE_EP, "roofline"),
 ])
 def test_stage_costs_equal_the_graph_path(cfg, timing, tmp_path):
     # The embedded loop times batches from cached per-shape parts; traces and ASTRA-Sim time the

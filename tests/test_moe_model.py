@@ -88,16 +88,18 @@ def test_moe_with_data_parallel_group_is_still_refused(tmp_path):
     assert "dp_group" in res.output and "not supported yet" in res.output
 
 
-def test_ep_size_above_one_is_refused_in_one_line():
+def test_ep_size_other_than_tp_size_is_refused_in_one_line():
     import json
 
     from llmsim.config.cluster import cluster_from_dict
     from llmsim.errors import InputError
 
     raw = json.loads(open("configs/cluster/rtxpro6000_qwen3_30b_a3b_instance.json").read())
-    raw["nodes"][0]["instances"][0]["ep_size"] = 2
+    raw["nodes"][0]["instances"][0]["ep_size"] = 2  # tp 1: EP across DP ranks, not wired
     with pytest.raises(InputError) as e:
         cluster_from_dict(raw, "c.json")
-    assert str(e.value).startswith("c.json: nodes[0].instances[0].ep_size: expert parallelism is not supported yet")
+    msg = str(e.value)
+    assert msg.startswith("c.json: nodes[0].instances[0].ep_size: ep_size must equal tp_size without data "
+                          "parallelism; dp_group is not supported yet") and "\n" not in msg
     raw["nodes"][0]["instances"][0]["ep_size"] = 1
-    assert cluster_from_dict(raw, "c.json").instances[0].tp_size == 1
+    assert cluster_from_dict(raw, "c.json").instances[0].ep_size == 1

@@ -1,6 +1,7 @@
-"""Serving a mixture-of-experts model on one instance (no expert or data parallelism): Qwen3-30B-A3B
-on RTX PRO 6000, timed from the measured bundle (tp1: moe.csv) or with the expert block on the
-roofline (tp > 1: the table holds whole experts, a rank holds a 1/tp slice of each)."""
+"""Serving a mixture-of-experts model on one instance (no data parallelism): Qwen3-30B-A3B on RTX
+PRO 6000, timed from the measured bundle (tp1: moe.csv) or with the expert block on the roofline
+(tp > 1: the table holds whole experts, a rank holds a 1/tp slice of each); with expert
+parallelism inside the TP group (ep = tp) each rank's whole experts are looked up in moe.csv."""
 import json
 
 import pytest
@@ -156,3 +157,83 @@ def test_kv_capacity_activation_peak_for_experts():
     assert activation_peak_bytes(m, 1, 2, 2048, 128, last_stage=False) == 16_777_216 + 143_261_696
     # the last stage: the sampler's 128 rows of full-vocabulary logits dominate
     assert activation_peak_bytes(m, 1, 2, 2048, 128) == 128 * 151_936 * 10 + 2048 * 2048 * 2
+
+
+# ---- expert parallelism inside the TP group (ep = tp, no data parallelism)
+
+EP_CFG = "configs/cluster/rtxpro6000_qwen3_30b_a3b_tp2_ep2_instance.json"
+
+
+def test_ep_within_tp_runs_the_example_trace(tmp_path):
+    out = tmp_path / "ep.csv"
+    res = run_cli("--cluster-config", EP_CFG, "--dataset", EXAMPLE, "--output", out)
+    assert res.exit_code == 0, res.output
+    assert "[WARNING]" not in res.output  # moe.csv fits an EP rank: no roofline stand-in
+    assert "expert parallelism ep=2 inside the tp=2 group: 64 of 128 experts whole per rank" in res.output
+    assert "each EP rank's expert block from tp1/moe.csv" in res.output
+    assert "measured profile RTXPRO6000/bf16/tp2, expert block per EP rank from tp1/moe.csv" in res.output
+    assert len(out.read_text().splitlines()) == 11
+    meta = json.loads((tmp_path / "ep.csv.meta.json").read_text())
+    assert meta["requests_unfinished"] == 0 and meta["instances"][0]["tp_size"] == 2
+
+
+def test_ep_weights_per_rank_hold_half_the_experts_whole():
+    # tp2 attention 4096 + 2048*2560 + 2048*2048 = 9,441,280; router 2048*128 = 262,144 (replicated);
+    # experts 64 of 128 whole: 64 * 3 * 2048 * 768 = 301,989,888; vocab halves (311,164,928 / 2 each
+    # for embedding and lm_head); final norm 2048. bf16: x 2 bytes.
+    sim = prepare(EP_CFG, EngineArgs(), None)
+    (st,) = sim.instances[0].memory.stages
+    per_layer = 9_441_280 + 262_144 + 64 * 3 * 2048 * 768
+    assert st.weight_bytes == 2 * (48 * per_layer + 311_164_928 + 2048) == 30_544_891_904
+    from llmsim.memory import moe_mlp_weight_bytes
+
+    m = sim.instances[0].model
+    assert moe_mlp_weight_bytes(m, 2, 2, ep=2, expert_tp=1) == 2 * (262_144 + 301_989_888)
+
+
+def test_ep_decode_step_moe_time_is_the_per_rank_table_lookup():
+    # 16 decode tokens, "expected" routing, 2 EP ranks of 64 experts each (both ranks alike):
+    # experts 64 * (1 - (120/128)^16) = 41.2 -> 41; rows 16 * 8 * 64 / 128 = 64 -> looked up at
+    # ceil(64 / 8) = 8 tokens. moe.csv at 8 tokens: 32 experts 225.589 us, 64 experts 423.073 us;
+    # 225589 + (41 - 32) / 32 * (423073 - 225589) = 281131.375 ns -> 281131 (the slowest rank).
+    sim = prepare(EP_CFG, EngineArgs(), None)
+    inst = sim.instances[0]
+    batch = _decode_batch(16)
+    assert inst.timer.moe_batch_ns(batch) == 281_131
+    graph = build_graph(inst.layout, batch, inst.timer.durations(batch))
+    ops = graph.stages[0].block_ops
+    names = [op.name for op in ops]
+    i = names.index("moe")
+    assert ops[i].duration_ns == 281_131
+    assert names[i + 1] == "moe.allreduce" and ops[i + 1].size_bytes == 16 * 2048 * 2  # over the TP(=EP) group
+    # attention and dense layers come from the tp2 bundle, as for the sliced-experts tp2 instance
+    assert inst.timer.bundle.tp == 2 and inst.timer.moe_timer is None
+
+
+def test_ep_size_other_than_tp_size_is_refused(tmp_path):
+    res = run_cli("--cluster-config", _cluster(tmp_path, tp=2, ep_size=3), "--dataset", EXAMPLE)
+    assert res.exit_code == 2
+    line = next(l for l in res.output.splitlines() if "ep_size" in l)
+    assert "nodes[0].instances[0].ep_size: ep_size must equal tp_size without data parallelism; dp_group is not " \
+           "supported yet (ep_size 3, tp_size 2)" in line
+
+
+def test_ep_size_on_a_dense_model_is_refused(tmp_path):
+    cfg = json.loads((ROOT / "configs/cluster/rtxpro6000_qwen3_32b_tp2_instance.json").read_text())
+    cfg["nodes"][0]["instances"][0]["ep_size"] = 2
+    path = tmp_path / "dense_ep.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="ep_size: .* has no experts"):
+        prepare(str(path), EngineArgs(), None)
+
+
+def test_ep_on_the_roofline_times_whole_experts_per_rank():
+    sim = prepare(EP_CFG, EngineArgs(timing="roofline"), None)
+    inst = sim.instances[0]
+    assert inst.timer.expert_inter == 768  # whole experts, not 768 / tp
+    loads = inst.timer._router.route(16)
+    assert len(loads) == 2 and loads[0].experts == 41  # the router is built for the 2 EP ranks
+    # the KV capacity model sizes the expert workspace with whole experts too (vLLM's fused_experts)
+    from llmsim.capacity import moe_activation_bytes
+
+    assert moe_activation_bytes(inst.model, 2, 2, 2048, 1) == moe_activation_bytes(inst.model, 1, 2, 2048)

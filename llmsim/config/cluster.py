@@ -31,6 +31,7 @@ class InstanceConfig:
     first_npu: int
     overrides: dict = field(default_factory=dict)
     pd_type: str | None = None  # "prefill" / "decode": disaggregated pools (llmsim/disagg.py); None: colocated
+    ep_size: int = 1  # expert parallelism inside the TP group (1, or tp_size: docs/moe.md)
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,14 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
                     f.fail(f"expected null, \"prefill\" or \"decode\", got {pd!r}", "pd_type")
             if inst_raw.get("dp_group") is not None:
                 f.fail("data-parallel groups are not supported yet; remove dp_group", "dp_group")
-            if f.get("ep_size", int, 1, minimum=1) > 1:
-                f.fail("expert parallelism is not supported yet (experts are sliced over the TP ranks, as vLLM "
-                       "does without --enable-expert-parallel); remove ep_size or set it to 1", "ep_size")
+            ep = f.get("ep_size", int, 1, minimum=1, maximum=MAX_PARALLEL)
             npu_f = f.child("npu_mem")
             npu_mem = _mem(npu_f, {"mem_util"}, warnings)
             mem_util = npu_f.get("mem_util", (int, float), None, minimum=0, exclusive_min=True, maximum=1)
             num_npus, tp, pp = _parallelism(f)
+            if ep > 1 and ep != tp:  # vLLM without data parallelism: EP size = the TP group's size
+                f.fail("ep_size must equal tp_size without data parallelism; dp_group is not supported yet "
+                       f"(ep_size {ep}, tp_size {tp})", "ep_size")
             overrides = {}
             for key, kind in OVERRIDE_KEYS.items():
                 if key in inst_raw:
@@ -175,7 +177,7 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
                 index=len(instances), node=n_idx, where=f.where(), model_name=f.get("model_name", str),
                 hardware=f.get("hardware", str), npu_mem=npu_mem,
                 mem_util=None if mem_util is None else float(mem_util), num_npus=num_npus, tp_size=tp,
-                pp_size=pp, first_npu=next_npu, overrides=overrides, pd_type=pd))
+                pp_size=pp, first_npu=next_npu, overrides=overrides, pd_type=pd, ep_size=ep))
             next_npu += num_npus
     _check_pools(top, instances)
     if network is not None:

@@ -12,7 +12,11 @@ from ..stage_split import stage_layer_counts
 # FusedMoE (SharedFusedMoE) and shared expert with reduce_results=False, add the shared output to
 # the routed one, and all-reduce the sum once over the TP group
 # (experts.maybe_all_reduce_tensor_model_parallel); MixtralMoE's FusedMoE reduces its own output
-# (reduce_results=True). Either way: one all-reduce of tokens x hidden after the block.
+# (reduce_results=True). Either way: one all-reduce of tokens x hidden after the block. The same
+# with expert parallelism inside the TP group (ep = tp, no DP): vLLM creates no all2all manager
+# at data_parallel_size 1 and FusedMoE dispatches nothing (its naive dispatch/combine needs
+# dp_size > 1), every rank runs its own experts on all the batch's tokens and the partial outputs
+# are all-reduced the same way (FusedMoE.maybe_all_reduce_tensor_model_parallel; docs/moe.md).
 ALLREDUCE_AFTER = frozenset({"o_proj", "down_proj", "moe"})
 # What a non-final stage hands on in vLLM: its IntermediateTensors. Every family llmsim models
 # (Llama, Qwen3, Mixtral, PhiMoE, Qwen3-MoE) builds them from

@@ -13,17 +13,19 @@ class ProfileTimer(LayerTimer):
     source = "profile"
 
     def __init__(self, bundle: ProfileBundle, arch: Architecture, *, top_k: int = 0, moe_token_key: str = "pairs",
-                 moe_timer=None):
+                 moe_timer=None, moe_note: str = ""):
         """top_k, moe_token_key: an MoE model's experts per token and how a rank's load keys the
         moe.csv lookup (perf/moe.py); unused for dense models. moe_timer: another timer (the
         roofline) that times the expert block instead of moe.csv, for blocks the table cannot
-        time (experts TP-sharded, or no moe.csv)."""
+        time (experts TP-sharded, or no moe.csv). moe_note: what describe() adds about the expert
+        block when moe.csv times it for another layout than the bundle's tp (expert parallelism:
+        each EP rank looked up on its own)."""
         self.bundle = bundle
         if moe_token_key not in TOKEN_KEYS:
             raise ValueError(f"moe_token_key '{moe_token_key}' (choose from {', '.join(TOKEN_KEYS)})")
         self.top_k, self.moe_token_key = top_k, moe_token_key
         layers = arch.prologue + arch.block_layers + arch.head
-        self.moe_timer = moe_timer
+        self.moe_timer, self.moe_note = moe_timer, moe_note
         self._moe = [l for l in dict.fromkeys(layers)
                      if arch.category.get(l) == "moe" and (l in bundle.layers or moe_timer is not None)]
         self._dense = [l for l in dict.fromkeys(layers) if arch.category.get(l) == "dense" and l in bundle.layers]
@@ -34,7 +36,9 @@ class ProfileTimer(LayerTimer):
 
     def describe(self) -> str:
         own = f"measured profile {self.bundle.hardware}/{self.bundle.variant}/tp{self.bundle.tp}"
-        return f"{own}, expert block from the {self.moe_timer.describe()}" if self.moe_timer is not None else own
+        if self.moe_timer is not None:
+            return f"{own}, expert block from the {self.moe_timer.describe()}"
+        return f"{own}, {self.moe_note}" if self.moe_note else own
 
     def base_durations(self, total_len: int, num_reqs: int) -> dict[str, int]:
         """Every layer but attention: they depend only on (batch tokens, requests)."""
