@@ -168,6 +168,11 @@ def _ep_info(inst: InstanceConfig, model: ModelSpec, timer) -> str:
     else:
         src = (f"attention and dense layers from the measured tp{timer.bundle.tp} profile, each EP rank's expert "
                f"block from tp1/moe.csv (one rank's whole experts)")
+    if inst.dp_group is not None:
+        return (f"instance {inst.index}: data-parallel rank {inst.dp_rank} of {inst.dp_size} in dp_group "
+                f"'{inst.dp_group}', expert parallelism ep={inst.ep_size} over tp x dp: {per_rank} of "
+                f"{model.moe.num_experts} experts whole per rank, each MoE layer all-gathers every rank's tokens and "
+                f"reduce-scatters the output, the ranks in lockstep (idle ranks run dummy batches); timing: {src}")
     return (f"instance {inst.index}: expert parallelism ep={inst.ep_size} inside the tp={inst.tp_size} group: "
             f"{per_rank} of {model.moe.num_experts} experts whole per rank, every rank routes the whole batch (no "
             f"token dispatch without data parallelism), the MoE output all-reduced over the group; timing: {src}, "
@@ -215,10 +220,13 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
         raise InputError(f"{inst.where}: moe_routing '{args.moe_routing}' (choose from {', '.join(POLICIES)})")
     if model.moe is not None:  # one instance: experts on every rank, or split over the TP group (docs/moe.md)
         _check_moe(inst, model)
+    elif inst.dp_group is not None:
+        raise InputError(f"{inst.where}.dp_group: {model.name} has no experts; data-parallel groups are wired for "
+                         f"mixture-of-experts models (dense DP ranks are independent: list them without dp_group)")
     elif inst.ep_size > 1:
         raise InputError(f"{inst.where}.ep_size: {model.name} has no experts; expert parallelism needs a "
                          f"mixture-of-experts model (set ep_size to 1)")
-    ep = inst.ep_size  # 1, or tp_size (config/cluster.py): each rank holds E/ep experts whole
+    ep = inst.ep_size  # 1, tp_size, or tp x dp (config/cluster.py): each rank holds E/ep experts whole
     expert_tp = 1 if ep > 1 else inst.tp_size  # without EP: every rank a 1/tp slice of each expert
     if inst.pp_size > model.num_layers:
         raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")

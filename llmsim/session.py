@@ -73,7 +73,7 @@ class Session:
             return []
         touched = []
         for req in arrived:
-            i = self.router.pick()
+            i = self._pick(now)
             sched = self.instances[i].scheduler
             reason = sched.admission_error(req)
             if reason:
@@ -84,6 +84,10 @@ class Session:
             if i not in touched:
                 touched.append(i)
         return touched
+
+    def _pick(self, now: int) -> int:
+        """The instance an arriving request goes to (a DP group's balancer overrides it: dp.py)."""
+        return self.router.pick()
 
     def _arrived(self, now: int) -> list[Request]:
         """Requests of the trace and released session calls due at or before now, in (arrival, id) order."""

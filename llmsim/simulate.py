@@ -6,6 +6,7 @@ from .backends.base import Backend, Capability
 from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
 from .disagg import DisaggSession, is_disaggregated
+from .dp import DPEngine, DPSession, is_data_parallel
 from .errors import InputError
 from .engine import Engine
 from .instance import Instance, build_instance
@@ -71,7 +72,15 @@ def make_backend(sim: Simulation, name: str = "embedded", options: dict | None =
     """A backend by name (built in, or from the llmsim.backends entry points)."""
     backend = load(BACKENDS, name)(sim, dict(options or {}))
     _check_disaggregation(sim, backend)
+    _check_data_parallel(sim, backend)
     return backend
+
+
+def _check_data_parallel(sim: Simulation, backend: Backend) -> None:
+    if is_data_parallel(sim.instances) and not hasattr(backend, "submit_dp_step"):
+        backend.close()
+        raise InputError(f"{sim.cluster.path}: dp_group: data-parallel groups run on the embedded backend only "
+                         f"(for now), not on {backend.name}")
 
 
 def _check_disaggregation(sim: Simulation, backend: Backend) -> None:
@@ -95,6 +104,13 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
         _check_disaggregation(sim, backend)
         session = DisaggSession(sim.instances, sim.requests, sim.cluster, **kw)
         session.transfer_ns = backend.kv_transfer_ns
+    elif is_data_parallel(sim.instances):
+        _check_data_parallel(sim, backend)
+        if on_graph is not None:
+            backend.close()
+            raise InputError(f"{sim.cluster.path}: dp_group: iteration graphs and traces of data-parallel groups are "
+                             "not written yet (their MoE collectives span the group)")
+        session = DPSession(sim.instances, sim.requests, **kw)
     else:
         session = Session(sim.instances, sim.requests, **kw)
     if timeline:
@@ -103,6 +119,8 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
     with backend:
         if backend.capability is Capability.OWNS_CLOCK:
             return backend.drive(session)
+        if isinstance(session, DPSession):  # lockstep steps: no per-stage accounting (docs/moe.md)
+            return DPEngine(session, backend).run()
         acct = None
         if accounting:
             acct = Accountant([i.config.pp_size for i in sim.instances], log_interval_ns, timeline)

@@ -77,15 +77,15 @@ def test_bad_expert_fields_name_the_field(tmp_path, fields, key):
         _spec(tmp_path, **fields)
 
 
-def test_moe_with_data_parallel_group_is_still_refused(tmp_path):
-    # One instance serves an MoE model now (tests/test_moe_serving.py); DP groups stay refused.
+def test_moe_data_parallel_group_of_one_is_refused(tmp_path):
+    # DP groups run (tests/test_dp_groups.py); a group of one instance is refused in one line.
     cfg = json.loads((ROOT / "configs" / "cluster" / "single_node_single_instance.json").read_text())
     cfg["nodes"][0]["instances"][0].update(model_name="Qwen/Qwen3-30B-A3B-Instruct-2507", dp_group="A")
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     res = run_cli("--cluster-config", path, "--dataset", "workloads/example_trace.jsonl")
     assert res.exit_code == 2
-    assert "dp_group" in res.output and "not supported yet" in res.output
+    assert "dp_group 'A' has one instance; a data-parallel group needs two or more" in res.output
 
 
 def test_ep_size_other_than_tp_size_is_refused_in_one_line():
@@ -95,11 +95,11 @@ def test_ep_size_other_than_tp_size_is_refused_in_one_line():
     from llmsim.errors import InputError
 
     raw = json.loads(open("configs/cluster/rtxpro6000_qwen3_30b_a3b_instance.json").read())
-    raw["nodes"][0]["instances"][0]["ep_size"] = 2  # tp 1: EP across DP ranks, not wired
+    raw["nodes"][0]["instances"][0]["ep_size"] = 2  # tp 1 without dp_group
     with pytest.raises(InputError) as e:
         cluster_from_dict(raw, "c.json")
     msg = str(e.value)
     assert msg.startswith("c.json: nodes[0].instances[0].ep_size: ep_size must equal tp_size without data "
-                          "parallelism; dp_group is not supported yet") and "\n" not in msg
+                          "parallelism (with dp_group: tp_size x the group's size)") and "\n" not in msg
     raw["nodes"][0]["instances"][0]["ep_size"] = 1
     assert cluster_from_dict(raw, "c.json").instances[0].ep_size == 1

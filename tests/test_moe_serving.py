@@ -214,8 +214,8 @@ def test_ep_size_other_than_tp_size_is_refused(tmp_path):
     res = run_cli("--cluster-config", _cluster(tmp_path, tp=2, ep_size=3), "--dataset", EXAMPLE)
     assert res.exit_code == 2
     line = next(l for l in res.output.splitlines() if "ep_size" in l)
-    assert "nodes[0].instances[0].ep_size: ep_size must equal tp_size without data parallelism; dp_group is not " \
-           "supported yet (ep_size 3, tp_size 2)" in line
+    assert "nodes[0].instances[0].ep_size: ep_size must equal tp_size without data parallelism (with dp_group: " \
+           "tp_size x the group's size) (ep_size 3, tp_size 2)" in line
 
 
 def test_ep_size_on_a_dense_model_is_refused(tmp_path):

@@ -8,7 +8,7 @@ same builder and network model, give the same times (tests/test_fast_path.py).
 from ..config.cluster import ClusterConfig
 from ..graph.iteration import IterationGraph, OpKind, StageProgram
 from .base import BatchTiming, StageEvent, StageTimingBackend
-from .fabric import InstanceLinks, allgather_ns, allreduce_ns, instance_links
+from .fabric import InstanceLinks, allgather_ns, allreduce_ns, dp_link, dp_moe_comm_ns, instance_links
 from .network import mem_ns, p2p_ns
 from .placement import Placement, StageSplit, StageTimes
 from .stage_cost import StageCosts
@@ -30,6 +30,9 @@ class EmbeddedBackend(StageTimingBackend):
         self._total_npus = cluster.total_npus
         self.placement = Placement(cluster)
         self._where: dict[int, tuple] = {}  # instance -> (its stage costs, index, first NPU, tp)
+        self._cluster = cluster
+        self._dp_link = None  # the link between a data-parallel group's ranks (fabric.dp_link)
+        self.dp_steps = 0  # data-parallel group steps submitted (a random routing draws once per step)
 
     # -- the network model: a stage's busy time ------------------------------------------------
     def _op_ns(self, op, links: InstanceLinks, stage: int, local_bw: float) -> int:
@@ -75,13 +78,16 @@ class EmbeddedBackend(StageTimingBackend):
         return out
 
     # -- the contract ----------------------------------------------------------------------------
-    def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
+    def _costs(self, inst) -> tuple:
         where = self._where.get(inst.index)
         if where is None:
             layout = inst.layout
             costs = StageCosts(layout, inst.timer, self)
             where = self._where[inst.index] = (costs.times, inst.index, layout.first_npu, layout.tp_size, costs)
-        times_of, index, first_npu, tp, costs = where
+        return where
+
+    def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
+        times_of, index, first_npu, tp, costs = self._costs(inst)
         if detail:
             # a graph given is timed as built (it may be dumped as traces); else from the batch's shape
             if graph is not None:
@@ -93,3 +99,31 @@ class EmbeddedBackend(StageTimingBackend):
         times = self.stage_times(graph) if graph is not None else times_of(batch)
         stage0, end = self.placement.place_ends(index, first_npu, tp, batch.id, times, t_ns)
         return _timing(BatchTiming, (stage0, end, None))  # BatchTiming(stage0, end, None), at half the cost
+
+    def submit_dp_step(self, insts, batches, tokens: list[int], t_ns: int, detail: bool = False):
+        """One lockstep step of a data-parallel group (llmsim/dp.py): every rank runs its batch (None:
+        a dummy batch) on tokens[r] tokens from t_ns; each MoE layer's experts see the tokens of every
+        rank (all-gathered, then reduce-scattered over the link between the ranks). Returns (the
+        step's end: the slowest rank's, per-rank StageEvents when detail else None)."""
+        first = insts[0]
+        if self._dp_link is None:
+            self._dp_link = dp_link(self._cluster, [i.config for i in insts])
+        m = first.model
+        gathered = sum(tokens)
+        mt = first.timer.moe_tokens_ns(gathered, ("dp", self.dp_steps))
+        self.dp_steps += 1
+        comm = dp_moe_comm_ns(self._dp_link, len(insts), max(tokens), gathered, m.hidden_size, m.moe.num_experts,
+                              first.layout.act_bytes, first.config.npu_mem.bw_gbps)
+        end, events = 0, [] if detail else None
+        for inst, batch, n in zip(insts, batches, tokens):
+            _, index, first_npu, tp, costs = self._costs(inst)
+            times = costs.dp_times(batch, n, mt + comm)
+            bid = batch.id if batch is not None else -1
+            if detail:
+                evs = self.placement.place(index, first_npu, tp, bid, times, t_ns)
+                events.append(evs)
+                e = evs[-1].end_ns
+            else:
+                e = self.placement.place_ends(index, first_npu, tp, bid, times, t_ns)[1]
+            end = max(end, e)
+        return end, events

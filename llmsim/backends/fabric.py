@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ..config.cluster import ClusterConfig, InstanceConfig
 from .network import (Link, hierarchical_allgather_ns, hierarchical_allreduce_ns, ring_allgather_ns,
-                      ring_allreduce_ns)
+                      ring_allreduce_ns, ring_reducescatter_ns)
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,30 @@ def allgather_ns(links: InstanceLinks, size_bytes: int) -> int:
         link, n = links.tp_dims[0]
         return ring_allgather_ns(link, size_bytes, n)
     return hierarchical_allgather_ns(links.tp_dims, size_bytes)
+
+
+def dp_link(cluster: ClusterConfig, members) -> Link:
+    """The link a data-parallel group's MoE collectives cross between its instances: on the flat
+    network the instance dimension (dimension 1 of link_bw / link_latency, a scalar broadcast), as a
+    stage boundary's; on a node-aware one the intra-node fabric when every member sits on one node,
+    else the inter-node fabric (a switch is two hops)."""
+    net = cluster.network
+    if net is None:
+        bw, lat = cluster.link_bw_gbps, cluster.link_latency_ns
+        return Link(bw[1] if len(bw) > 1 else bw[0], lat[1] if len(lat) > 1 else lat[0])
+    nodes = {net.node_of(p) for i in members for p in range(i.first_npu, i.first_npu + i.num_npus)}
+    fab = net.intra if len(nodes) == 1 else net.inter
+    return _hop(fab.bw_gbps, fab.latency_ns, fab.hops)
+
+
+def dp_moe_comm_ns(link: Link, ranks: int, rank_tokens: int, gathered_tokens: int, hidden: int, num_experts: int,
+                   act_bytes: int, local_mem_bw_gbps: float) -> int:
+    """One MoE layer's dispatch and combine in a data-parallel group, as vLLM's default all2all
+    backend (allgather_reducescatter, AgRsAll2AllManager) runs them over the DP group: an all-gather
+    of each rank's hidden states and router logits (rank_tokens x (hidden + experts) elements; the
+    gather is as slow as its largest piece) before the experts, a reduce-scatter of the experts'
+    output (gathered_tokens x hidden) after."""
+    gather = ring_allgather_ns(link, rank_tokens * (hidden + num_experts) * act_bytes, ranks)
+    scatter = ring_reducescatter_ns(link, gathered_tokens * hidden * act_bytes, ranks,
+                                    local_mem_bw_gbps=local_mem_bw_gbps)
+    return gather + scatter

@@ -63,6 +63,20 @@ def ring_allgather_ns(link: Link, size_bytes: int, ranks: int, *, endpoint_delay
     return streams * (e + (ranks - 1) * (p2p_ns(link, chunk) + e))
 
 
+@lru_cache(maxsize=4096)
+def ring_reducescatter_ns(link: Link, size_bytes: int, ranks: int, *, local_mem_bw_gbps: float,
+                          endpoint_delay_ns: int = 10) -> int:
+    """Ring reduce-scatter on one dimension of `ranks` NPUs, `size_bytes` the full tensor (each rank
+    keeps size/N of the sum): the reduce-scatter half of ring_allreduce_ns, as ASTRA-Sim's Ring runs
+    REDUCE_SCATTER: N-1 hand-offs of size/N bytes, each a link transfer plus the endpoint delay, N-1
+    reductions of size/N, plus one endpoint delay to start."""
+    if ranks <= 1:
+        return 0
+    m = size_bytes // ranks
+    e = endpoint_delay_ns
+    return e + (ranks - 1) * (p2p_ns(link, m) + e) + (ranks - 1) * reduction_ns(m, local_mem_bw_gbps)
+
+
 def hierarchical_allreduce_ns(dims: tuple[tuple[Link, int], ...], size_bytes: int, *, local_mem_bw_gbps: float,
                               endpoint_delay_ns: int = 10, splits: int = 1, total_npus: int = 0) -> int:
     """An all-reduce over several dimensions, (link, NPUs) innermost first, as ASTRA-Sim's

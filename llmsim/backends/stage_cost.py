@@ -85,6 +85,18 @@ class StageCosts:
             return [(b + k * t + m * mt, load, store) for (b, k, load, store, _, _), m in zip(shape, self._moe_ops)]
         return [(b + k * t, load, store) for b, k, load, store, _, _ in shape]
 
+    def dp_times(self, batch, total_len: int, moe_ns: int) -> list[tuple[int, int, int]]:
+        """(busy, host load, host store) per stage of one DP rank's step (llmsim/dp.py): its layers
+        on total_len tokens (the batch's, or padded to the DP group's largest), attention from the
+        batch, each MoE layer moe_ns (the gathered tokens' expert block and its collectives). batch
+        None: vLLM's dummy batch (execute_dummy_batch: a forward without attention or sampling)."""
+        if batch is None:
+            tok = self._tokens_of(total_len)
+            return [(b + m * moe_ns, 0, 0) for (b, _, _, _, _), m in zip(tok, self._moe_ops)]  # no host I/O
+        shape = self._shape(total_len, batch.num_reqs)
+        t = self.timer.attention_ns(batch)
+        return [(b + k * t + m * moe_ns, load, store) for (b, k, load, store, _, _), m in zip(shape, self._moe_ops)]
+
     def _shape_of(self, batch):
         key = (batch.total_len, batch.num_reqs)
         shape = self._shapes.get(key)
@@ -105,12 +117,16 @@ class StageCosts:
 
     def _shape(self, total_len: int, num_reqs: int) -> list[tuple[int, int, int, int, int, int]]:
         """Per stage: (busy without attention, attention ops, host load, host store, communication, SEND)."""
+        tok = self._tokens_of(total_len)
+        req = self._by_reqs.get(num_reqs)
+        if req is None:
+            req = self._by_reqs[num_reqs] = self._reqs_part(num_reqs)
+        return [(b + r, k, load, store, comm, send) for (b, load, store, comm, send), r, k in zip(tok, req, self._attn_ops)]
+
+    def _tokens_of(self, total_len: int) -> list[tuple[int, int, int, int, int]]:
         tok = self._by_tokens.get(total_len)
         if tok is None:
             if len(self._by_tokens) >= _CACHE_CAP:
                 self._by_tokens.clear()
             tok = self._by_tokens[total_len] = self._tokens_part(total_len)
-        req = self._by_reqs.get(num_reqs)
-        if req is None:
-            req = self._by_reqs[num_reqs] = self._reqs_part(num_reqs)
-        return [(b + r, k, load, store, comm, send) for (b, load, store, comm, send), r, k in zip(tok, req, self._attn_ops)]
+        return tok

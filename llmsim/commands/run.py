@@ -173,6 +173,11 @@ def _simulate(o: dict) -> tuple:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances], stats))
         if result.stages:
             click.echo(stage_report.pipeline_table(result.stages))
+        elif result.dp is not None:
+            d = result.dp
+            click.echo(f"  data-parallel group '{d['group']}': {d['ranks']} ranks, {d['steps']} lockstep steps, "
+                       f"{d['dummy_batches']} dummy batches, {d['padded_tokens']} padding tokens "
+                       "(no per-stage accounting for data-parallel groups yet)")
         elif result.stages is None:
             click.echo("  (no per-stage accounting: this backend reports only whole batches)")
     files = {}  # everything is rendered before anything is written

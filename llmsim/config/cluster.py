@@ -1,6 +1,6 @@
 """Cluster config (the reference's JSON schema): loading and validation."""
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..units import gb_to_bytes
@@ -31,7 +31,10 @@ class InstanceConfig:
     first_npu: int
     overrides: dict = field(default_factory=dict)
     pd_type: str | None = None  # "prefill" / "decode": disaggregated pools (llmsim/disagg.py); None: colocated
-    ep_size: int = 1  # expert parallelism inside the TP group (1, or tp_size: docs/moe.md)
+    ep_size: int = 1  # expert parallelism: 1, tp_size, or tp_size x the DP group's size (docs/moe.md)
+    dp_group: str | None = None  # instances sharing a name form one data-parallel group (llmsim/dp.py)
+    dp_rank: int = 0  # its rank in the group (file order)
+    dp_size: int = 1  # the group's size
 
 
 @dataclass(frozen=True)
@@ -154,16 +157,17 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
             if pd is not None:
                 if pd not in ("prefill", "decode"):
                     f.fail(f"expected null, \"prefill\" or \"decode\", got {pd!r}", "pd_type")
-            if inst_raw.get("dp_group") is not None:
-                f.fail("data-parallel groups are not supported yet; remove dp_group", "dp_group")
+            dp_group = f.get("dp_group", (str, type(None)), None)
+            if dp_group is not None and not dp_group:
+                f.fail("expected a non-empty name (or null)", "dp_group")
             ep = f.get("ep_size", int, 1, minimum=1, maximum=MAX_PARALLEL)
             npu_f = f.child("npu_mem")
             npu_mem = _mem(npu_f, {"mem_util"}, warnings)
             mem_util = npu_f.get("mem_util", (int, float), None, minimum=0, exclusive_min=True, maximum=1)
             num_npus, tp, pp = _parallelism(f)
-            if ep > 1 and ep != tp:  # vLLM without data parallelism: EP size = the TP group's size
-                f.fail("ep_size must equal tp_size without data parallelism; dp_group is not supported yet "
-                       f"(ep_size {ep}, tp_size {tp})", "ep_size")
+            if ep > 1 and ep != tp and dp_group is None:  # vLLM without DP: EP size = the TP group's size
+                f.fail("ep_size must equal tp_size without data parallelism (with dp_group: tp_size x the group's "
+                       f"size) (ep_size {ep}, tp_size {tp})", "ep_size")
             overrides = {}
             for key, kind in OVERRIDE_KEYS.items():
                 if key in inst_raw:
@@ -177,8 +181,9 @@ def cluster_from_dict(raw: dict, path: str = "cluster config") -> ClusterConfig:
                 index=len(instances), node=n_idx, where=f.where(), model_name=f.get("model_name", str),
                 hardware=f.get("hardware", str), npu_mem=npu_mem,
                 mem_util=None if mem_util is None else float(mem_util), num_npus=num_npus, tp_size=tp,
-                pp_size=pp, first_npu=next_npu, overrides=overrides, pd_type=pd, ep_size=ep))
+                pp_size=pp, first_npu=next_npu, overrides=overrides, pd_type=pd, ep_size=ep, dp_group=dp_group))
             next_npu += num_npus
+    instances = _dp_groups(top, instances)
     _check_pools(top, instances)
     if network is not None:
         check_placement(network, top.child("network"), instances, next_npu, num_nodes)
@@ -207,3 +212,35 @@ def _check_pools(top: Fields, instances: list[InstanceConfig]) -> None:
     if len(models) > 1:
         top.fail(f"disaggregated instances serve different models ({', '.join(models)}): the decode side loads "
                  "the prefill side's KV cache, so they must serve one model", "pd_type")
+
+
+def _dp_groups(top: Fields, instances: list[InstanceConfig]) -> list[InstanceConfig]:
+    """Instances sharing a dp_group name are one vLLM data-parallel deployment (data_parallel_size
+    = the group's size, enable_expert_parallel): one model, one tp and pp, EP over tp x dp ranks."""
+    names = list(dict.fromkeys(i.dp_group for i in instances if i.dp_group is not None))
+    if not names:
+        return instances
+    if len(instances) != sum(1 for i in instances if i.dp_group == names[0]):
+        top.fail("a cluster with a dp_group holds that group's instances only (other instances or groups beside it "
+                 "are not wired yet)", "dp_group")
+    members = instances
+    first, n = members[0], len(members)
+    for i in members:
+        f = lambda key: f"{i.where.split(': ', 1)[-1]}.{key}"
+        if i.pd_type is not None:
+            top.fail(f"dp_group '{names[0]}' member has pd_type {i.pd_type!r}: disaggregation with data parallelism "
+                     "is not wired yet", f("pd_type"))
+        for key in ("model_name", "hardware", "tp_size", "pp_size", "ep_size"):
+            if getattr(i, key) != getattr(first, key):
+                top.fail(f"dp_group '{names[0]}' members disagree ({getattr(i, key)!r} against {getattr(first, key)!r} "
+                         "of its first instance); a data-parallel group runs one model with one layout", f(key))
+        if i.pp_size > 1:
+            top.fail(f"dp_group '{names[0]}': pipeline parallelism inside a data-parallel group is not wired yet",
+                     f("pp_size"))
+    if n < 2:
+        top.fail(f"dp_group '{names[0]}' has one instance; a data-parallel group needs two or more (or remove "
+                 "dp_group)", "dp_group")
+    if first.ep_size != first.tp_size * n:
+        top.fail(f"dp_group '{names[0]}': ep_size {first.ep_size} must be tp_size x the group's size = "
+                 f"{first.tp_size} x {n} = {first.tp_size * n} (vLLM's expert parallelism spans TP x DP)", "ep_size")
+    return [replace(i, dp_rank=r, dp_size=n) for r, i in enumerate(members)]

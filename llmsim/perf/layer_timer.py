@@ -37,7 +37,11 @@ class LayerTimer:
         All MoE layers of the batch take this one draw (the graph repeats one decoder block)."""
         if not self._moe or self._router is None:
             return 0
-        n = batch.total_len
+        return self.moe_tokens_ns(batch.total_len, (batch.instance, batch.id))
+
+    def moe_tokens_ns(self, n: int, key) -> int:
+        """One MoE layer whose experts see n tokens (a data-parallel group's gathered tokens:
+        llmsim/dp.py); key names the step, so a random policy draws once per step."""
         memo = self._moe_memo
         if memo is not None:
             t = memo.get(n)
@@ -46,7 +50,7 @@ class LayerTimer:
                     memo.clear()
                 t = memo[n] = self.moe_ns(n, self._router.route(n))
             return t
-        key = (batch.instance, batch.id, n)
+        key = (*key, n)
         if self._moe_last[0] == key:
             return self._moe_last[1]
         t = self.moe_ns(n, self._router.route(n))

@@ -1,0 +1,182 @@
+"""Data-parallel groups (dp_group, llmsim/dp.py): config checks, the MoE collectives by hand, CUDA-graph
+padding, vLLM's DP load balancer, and the lockstep of a two-rank group (docs/moe.md, "Data parallelism")."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from llmsim import simulate
+from llmsim.backends.fabric import dp_link, dp_moe_comm_ns
+from llmsim.backends.network import Link, reduction_ns, ring_reducescatter_ns
+from llmsim.config.cluster import cluster_from_dict
+from llmsim.config.engine import EngineArgs
+from llmsim.dp import DPBalancer, PUBLISH_NS, cuda_graph_max_tokens, dp_tokens
+from llmsim.errors import InputError
+from llmsim.request import Request
+
+ROOT = Path(__file__).resolve().parents[1]
+DP2 = ROOT / "configs/cluster/rtxpro6000_qwen3_30b_a3b_dp2_ep2.json"
+
+
+def _raw():
+    return json.loads(DP2.read_text())
+
+
+def _error(raw) -> str:
+    with pytest.raises(InputError) as e:
+        cluster_from_dict(raw, "c.json")
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_the_reference_config_is_accepted():
+    c = cluster_from_dict(_raw(), "c.json")
+    assert [(i.dp_group, i.dp_rank, i.dp_size, i.ep_size) for i in c.instances] == [("A", 0, 2, 2), ("A", 1, 2, 2)]
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"tp_size": 2, "num_npus": 2}, "nodes[0].instances[1].tp_size: dp_group 'A' members disagree"),
+    ({"model_name": "Qwen/Qwen3-32B"}, "nodes[0].instances[1].model_name: dp_group 'A' members disagree"),
+    ({"pd_type": "decode"}, "nodes[0].instances[1].pd_type: dp_group 'A' member has pd_type 'decode'"),
+])
+def test_inconsistent_groups_name_the_field(change, where):
+    raw = _raw()
+    raw["nodes"][0]["instances"][1].update(change)
+    assert _error(raw).startswith(f"c.json: {where}")
+
+
+def test_ep_size_must_span_tp_times_dp():
+    raw = _raw()
+    for inst in raw["nodes"][0]["instances"]:
+        inst["ep_size"] = 4
+    assert _error(raw) == ("c.json: ep_size: dp_group 'A': ep_size 4 must be tp_size x the group's size = 1 x 2 = 2 "
+                           "(vLLM's expert parallelism spans TP x DP)")
+
+
+def test_other_instances_beside_a_group_are_refused():
+    raw = _raw()
+    extra = copy.deepcopy(raw["nodes"][0]["instances"][0])
+    extra.update(dp_group=None, ep_size=1)
+    raw["nodes"][0]["instances"].append(extra)
+    raw["nodes"][0]["num_instances"] = 3
+    assert _error(raw).startswith("c.json: dp_group: a cluster with a dp_group holds that group's instances only")
+
+
+def test_dense_model_in_a_group_is_refused():
+    raw = _raw()
+    for inst in raw["nodes"][0]["instances"]:
+        inst.update(model_name="meta-llama/Llama-3.1-8B", ep_size=2)
+    with pytest.raises(InputError, match=r"dp_group: .* has no experts; data-parallel groups are wired for"):
+        simulate.prepare(cluster_from_dict(raw, "c.json"), EngineArgs(), None)
+
+
+def test_reduce_scatter_and_moe_collectives_by_hand():
+    link = Link(16, 20_000)  # 16 GB/s = 17.179869184 B/ns (2^30 B per GB), 20 us
+    # reduce-scatter of 8 tokens x 2048 x 2 B over 2 ranks: 1 hand-off of 16,384 B and 1 reduction
+    m = 8 * 2048 * 2 // 2
+    assert int(20_000 + m / 17.179869184) == 20_953
+    assert reduction_ns(m, 1597) == 3 * int(m / 1597e9 * 1e9) == 30
+    assert ring_reducescatter_ns(link, 8 * 2048 * 2, 2, local_mem_bw_gbps=1597) == 10 + (20_953 + 10) + 30
+    # all-gather of each rank's 4 tokens x (hidden 2048 + 128 router logits) x 2 B = 17,408 B: one hand-off
+    assert int(20_000 + 17_408 / 17.179869184) == 21_013
+    gather = 10 + (21_013 + 10)
+    assert dp_moe_comm_ns(link, 2, 4, 8, 2048, 128, 2, 1597) == gather + 10 + (20_953 + 10) + 30 == 42_036
+    c = cluster_from_dict(_raw(), "c.json")
+    assert dp_link(c, c.instances) == Link(16.0, 20_000.0)  # the flat network's instance dimension
+
+
+class _B:
+    def __init__(self, n):
+        self.total_len = n
+
+
+def test_cuda_graph_padding():
+    cap = cuda_graph_max_tokens(128, 2048)
+    assert cap == 256  # min(2 x max_num_seqs, 512, max_num_batched_tokens)
+    assert dp_tokens([_B(4), None], cap) == [4, 4]  # the dummy is padded to the busy rank's 4
+    assert dp_tokens([None, None], cap) == [1, 1]  # two dummies: 1 token each
+    assert dp_tokens([_B(300), _B(2)], cap) == [300, 2]  # beyond the CUDA graphs: no padding
+
+
+class _S:
+    def __init__(self, waiting, running):
+        self.waiting, self.running = [0] * waiting, [0] * running
+
+
+def test_load_balancer_stale_counts_and_local_increments():
+    scheds = [_S(0, 0), _S(0, 0)]
+    lb = DPBalancer(scheds)
+    # no counts published yet: the local increments alone spread a burst (ties to the lower rank)
+    assert [lb.pick(0) for _ in range(3)] == [0, 1, 0]
+    assert lb.counts == [[2, 0], [1, 0]]
+    # the engines report (rank 0: 6 running; rank 1: 1 waiting, 1 running); published at the next 100 ms tick
+    scheds[0].running, scheds[1].waiting, scheds[1].running = [0] * 6, [0], [0]
+    lb.observe(PUBLISH_NS // 2)
+    assert lb.pick(PUBLISH_NS - 1) == 1  # still the old counts: 2 x 4 against 1 x 4
+    assert lb.pick(PUBLISH_NS) == 1 and lb.counts == [[0, 6], [2, 1]]  # 6 against 1 x 4 + 1; then +1 waiting
+    assert lb.pick(PUBLISH_NS) == 0  # 6 against 2 x 4 + 1
+
+
+def _sim(requests):
+    sim = simulate.prepare(str(DP2), EngineArgs(), requests)
+    return sim, simulate.run(sim, record_iterations=True)
+
+
+def test_two_rank_lockstep_by_hand():
+    # one request: rank 0 serves it, rank 1 runs 1-token dummy batches padded to rank 0's tokens
+    sim, res = _sim([Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
+    assert res.dp["ranks"] == 2 and res.dp["steps"] >= 2 and res.dp["dummy_batches"] >= 2
+    steps = sorted(res.iteration_log, key=lambda r: r.start_ns)
+    assert {r.instance for r in steps} == {0}  # only rank 0 has batches
+    first = steps[0]
+    assert first.start_ns == 1 and first.prefill_tokens == 4
+    # the step by hand: each rank's layers on 4 tokens, every MoE layer the 8 gathered tokens' expert block
+    # plus the all-gather and reduce-scatter; the group takes the slowest rank (the real one)
+    a, b = sim.instances
+    backend_costs = simulate.make_backend(sim)
+    _, _, _, _, ca = backend_costs._costs(a)
+    _, _, _, _, cb = backend_costs._costs(b)
+    moe = a.timer.moe_tokens_ns(8, ("x",)) + dp_moe_comm_ns(Link(16, 20_000), 2, 4, 8, 2048, 128, 2, 1597)
+    busy_a = ca.dp_times(_first_batch(sim), 4, moe)[0]
+    busy_b = cb.dp_times(None, 4, moe)[0]
+    assert busy_b[1:] == (0, 0)  # the dummy loads and stores nothing
+    step_a = busy_a[0] + busy_a[1] + busy_a[2]
+    assert step_a > busy_b[0]
+    assert first.end_ns - first.start_ns == step_a
+    # after the request, dummy steps run to the 32-step wave boundary, then the group pauses
+    assert res.dp["steps"] == 32 and res.dp["dummy_batches"] == 32 + 30
+
+
+def _first_batch(sim):
+    """The first batch rank 0 forms for the lone request (a fresh instance from the same config)."""
+    fresh = simulate.prepare(str(DP2), EngineArgs(), [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
+    sched = fresh.instances[0].scheduler
+    sched.add_request(fresh.requests[0])
+    return sched.schedule(1)
+
+
+def test_requests_spread_over_ranks():
+    reqs = [Request(id=i, arrival_ns=i, prompt_len=16, output_len=4) for i in range(4)]
+    _, res = _sim(reqs)
+    assert sorted(r.id for r in res.finished[0]) == [0, 2] and sorted(r.id for r in res.finished[1]) == [1, 3]
+    assert res.dp["dummy_batches"] >= 30  # the wave's tail after the last request
+
+
+def test_traces_of_a_group_are_refused_in_one_line():
+    sim = simulate.prepare(str(DP2), EngineArgs(), [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
+    with pytest.raises(InputError, match=r"dp_group: iteration graphs and traces of data-parallel groups are not "
+                                         r"written yet") as e:
+        simulate.run(sim, on_graph=lambda g: None)
+    assert "\n" not in str(e.value)
+
+
+def test_seeded_random_routing_is_reproducible_in_a_group():
+    reqs = lambda: [Request(id=i, arrival_ns=i * 1000, prompt_len=32, output_len=8) for i in range(6)]
+    ends = []
+    for _ in range(2):
+        sim = simulate.prepare(str(DP2), EngineArgs(moe_routing="uniform", moe_seed=3), reqs())
+        res = simulate.run(sim)
+        ends.append((res.end_ns, [(r.id, r.end_ns) for f in res.finished for r in f]))
+    assert ends[0] == ends[1]
