@@ -93,13 +93,12 @@ def hierarchical_allreduce_ns(dims: tuple[tuple[Link, int], ...], size_bytes: in
         chunk, size_bytes = total_npus, splits * total_npus
     e, c, per_chunk = endpoint_delay_ns, chunk, 0
     for link, n in dims[:-1]:
-        m = c // n
-        per_chunk += e + (n - 1) * (p2p_ns(link, m) + e + reduction_ns(m, local_mem_bw_gbps))
-        c = m
+        per_chunk += ring_reducescatter_ns(link, c, n, local_mem_bw_gbps=local_mem_bw_gbps, endpoint_delay_ns=e)
+        c //= n
     link, n = dims[-1]
     per_chunk += ring_allreduce_ns(link, c, n, local_mem_bw_gbps=local_mem_bw_gbps, endpoint_delay_ns=e)
     for link, n in reversed(dims[:-1]):
-        per_chunk += e + (n - 1) * (p2p_ns(link, c) + e)
+        per_chunk += ring_allgather_ns(link, c, n, endpoint_delay_ns=e)
         c *= n
     return -(-size_bytes // chunk) * per_chunk
 
@@ -112,10 +111,10 @@ def hierarchical_allgather_ns(dims: tuple[tuple[Link, int], ...], size_bytes: in
     chunk = size_bytes // splits
     if not chunk:
         return 0
-    e, c, per_chunk = endpoint_delay_ns, chunk, 0
+    c, per_chunk = chunk, 0
     for link, n in reversed(dims):
         if n > 1:
-            per_chunk += e + (n - 1) * (p2p_ns(link, c) + e)
+            per_chunk += ring_allgather_ns(link, c, n, endpoint_delay_ns=endpoint_delay_ns)
             c *= n
     return -(-size_bytes // chunk) * per_chunk
 
