@@ -39,7 +39,7 @@ class Session:
         self.unfinished: list[tuple[Request, str]] = []
         self.in_flight: dict[tuple[int, int], Batch] = {}  # (instance, batch id) -> batch
         self.prompt_total = self.gen_total = self.iterations = 0
-        self._hb_prompt = self._hb_gen = self._last_batch_reqs = 0
+        self._last_batch_reqs = 0
         self._hb_inst = [[0, 0] for _ in instances]  # per instance: prompt, generated tokens this interval
         # the end of the next log interval (None: no heartbeats); drivers compare their clock with it
         self.next_heartbeat_ns = self.log_interval_ns if self.log_interval_ns > 0 else None
@@ -146,8 +146,6 @@ class Session:
     def _count(self, i: int, prompt_tokens: int, gen_tokens: int) -> None:
         self.prompt_total += prompt_tokens
         self.gen_total += gen_tokens
-        self._hb_prompt += prompt_tokens
-        self._hb_gen += gen_tokens
         tally = self._hb_inst[i]
         tally[0] += prompt_tokens
         tally[1] += gen_tokens
@@ -174,21 +172,21 @@ class Session:
             scheds = [i.scheduler for i in self.instances]
             running, waiting = sum(len(s.running) for s in scheds), sum(len(s.waiting) for s in scheds)
             iv = self.log_interval_ns
+            prompt, gen = sum(p for p, _ in self._hb_inst), sum(g for _, g in self._hb_inst)
             if (t_ns - self.next_heartbeat_ns > IDLE_SKIP_INTERVALS * iv and not (
-                    self._hb_prompt or self._hb_gen or running or waiting or self.in_flight)):
+                    prompt or gen or running or waiting or self.in_flight)):
                 # A long idle stretch (e.g. up to an epoch-ns trace's first arrival): nothing happens in
                 # it, so no heartbeat; skip to the interval that holds t_ns.
                 self.next_heartbeat_ns += -(-(t_ns - self.next_heartbeat_ns) // iv) * iv
                 break
             per = [InstanceBeat(len(i.scheduler.running), len(i.scheduler.waiting), i.pool.num_used,
                                 i.memory.num_blocks, p, g) for i, (p, g) in zip(self.instances, self._hb_inst)]
-            hb = Heartbeat(self.next_heartbeat_ns, self._last_batch_reqs, self._hb_prompt, self._hb_gen, self._npu_mem(),
-                           running, waiting, per)
+            hb = Heartbeat(self.next_heartbeat_ns, self._last_batch_reqs, prompt, gen, self._npu_mem(), running, waiting,
+                           per)
             self._hb_inst = [[0, 0] for _ in self.instances]
             self.heartbeats.append(hb)
             if self.on_heartbeat:
                 self.on_heartbeat(hb, self.log_interval_ns)
-            self._hb_prompt = self._hb_gen = 0
             self.next_heartbeat_ns += self.log_interval_ns
 
     def _leftover(self, inst: Instance) -> list[Request]:

@@ -93,12 +93,13 @@ class StageCosts:
         if batch is None:
             tok = self._tokens_of(total_len)
             return [(b + m * moe_ns, 0, 0) for (b, _, _, _, _), m in zip(tok, self._moe_ops)]  # no host I/O
-        shape = self._shape(total_len, batch.num_reqs)
+        shape = self._shape_of(batch, total_len)
         t = self.timer.attention_ns(batch)
         return [(b + k * t + m * moe_ns, load, store) for (b, k, load, store, _, _), m in zip(shape, self._moe_ops)]
 
-    def _shape_of(self, batch):
-        key = (batch.total_len, batch.num_reqs)
+    def _shape_of(self, batch, total_len: int | None = None):
+        """The batch's shape costs, cached; total_len: its tokens padded (a DP rank's step)."""
+        key = (batch.total_len if total_len is None else total_len, batch.num_reqs)
         shape = self._shapes.get(key)
         if shape is None:
             if len(self._shapes) >= _CACHE_CAP:
