@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from llmsim.backends.base import BatchTiming, StageTimingBackend
+from llmsim.backends.placement import Placement
 from llmsim.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +60,22 @@ def fake_upstream(monkeypatch, tmp_path):
     exe.write_text("#!/bin/sh\nexit 9\n")
     exe.chmod(0o755)
     return exe
+
+
+
+class FixedStages(StageTimingBackend):
+    """Every stage of every batch is busy 100 ns, on two-stage tp=1 pipelines (split: each stage's
+    (compute ns, SEND ns), for the accounting). Records what was submitted: (t, batch id, prefill
+    tokens, decode tokens)."""
+    name = "fixed"
+    needs_graphs = False
+
+    def __init__(self, cluster, split=None):
+        self.placement = Placement(cluster)
+        self.split = split
+        self.submitted = []
+
+    def submit(self, inst, batch, graph, t_ns, detail=False):
+        self.submitted.append((t_ns, batch.id, batch.prefill_tokens, batch.decode_tokens))
+        ev = self.placement.place(inst.index, inst.layout.first_npu, 1, batch.id, [(100, 0, 0)] * 2, t_ns, self.split)
+        return BatchTiming(ev[0].end_ns, ev[-1].end_ns, ev if detail else None)

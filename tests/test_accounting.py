@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from conftest import FixedStages
+
 from llmsim.accounting import CAUSES
-from llmsim.backends.base import BatchTiming, StageTimingBackend
-from llmsim.backends.placement import Placement
 from llmsim.config.engine import EngineArgs
 from llmsim.request import Request
 from llmsim.simulate import prepare, run
@@ -17,18 +17,9 @@ PP2 = "configs/cluster/single_node_pp_instance.json"
 SHAREGPT = "workloads/sharegpt-llama-3.1-8b-300-sps10.jsonl"
 
 
-class Fixed(StageTimingBackend):
+def Fixed(cluster):
     """Every stage is busy 100 ns: 80 computing, then (stage 0) a 20 ns send to stage 1."""
-    name = "fixed"
-    needs_graphs = False
-
-    def __init__(self, cluster):
-        self.placement = Placement(cluster)
-
-    def submit(self, inst, batch, graph, t_ns, detail=False):
-        ev = self.placement.place(inst.index, inst.layout.first_npu, 1, batch.id, [(100, 0, 0)] * 2, t_ns,
-                                  [(80, 20), (80, 0)])
-        return BatchTiming(ev[0].end_ns, ev[-1].end_ns, ev)
+    return FixedStages(cluster, [(80, 20), (80, 0)])
 
 
 def _accounts(rule):

@@ -1,8 +1,8 @@
 """The engine and the step API (session.py) on a backend with fixed stage times, traced by hand."""
 import pytest
 
-from llmsim.backends.base import BatchTiming, StageTimingBackend
-from llmsim.backends.placement import Placement
+from conftest import FixedStages
+
 from llmsim.config.engine import EngineArgs
 from llmsim.engine import Engine
 from llmsim.request import Request
@@ -12,19 +12,9 @@ from llmsim.simulate import prepare
 PP2 = "configs/cluster/single_node_pp_instance.json"
 
 
-class Fixed(StageTimingBackend):
+def Fixed(cluster):
     """Every stage of every batch is busy 100 ns; no transfers."""
-    name = "fixed"
-    needs_graphs = False
-
-    def __init__(self, cluster):
-        self.placement = Placement(cluster)
-        self.submitted = []
-
-    def submit(self, inst, batch, graph, t_ns, detail=False):
-        self.submitted.append((t_ns, batch.id, batch.prefill_tokens, batch.decode_tokens))
-        ev = self.placement.place(inst.index, inst.layout.first_npu, 1, batch.id, [(100, 0, 0)] * 2, t_ns)
-        return BatchTiming(ev[0].end_ns, ev[-1].end_ns, ev if detail else None)
+    return FixedStages(cluster)
 
 
 def _run(fast_path, rule="reference", reqs=None, budget=2048, **session_kw):
