@@ -83,20 +83,23 @@ class UpstreamBackend(StageTimingBackend):
                 nodes[d_npu].append(recv_node("upstream", len(nodes[d_npu]), "recv_kv", s_npu, d_npu, shard_bytes, 1))
             for n, ns in nodes.items():
                 write_et(f"{prefix}.{n}.et", meta, ns or [comp_node("upstream", 0, "idle", 1000)])
-            finish = self._run_transfer(prefix, f"KV transfer instance {src} -> {dst}", [d for _, d in pairs])
+            finish = self._run_prefix(prefix, f"KV transfer instance {src} -> {dst}", [d for _, d in pairs])
             self._cache[key] = (max(finish[d] for _, d in pairs), prefix)
             self.traces.written(prefix)
             self.traces.done(prefix)
         return self._cache[key][0]
 
-    def _run_transfer(self, prefix: Path, what: str, needed: list[int]) -> dict[int, int]:
+    def _run_prefix(self, prefix: Path, what: str, needed: list[int]) -> dict[int, int]:
+        """Run the binary on one workload; the NPUs in `needed` must report their finish."""
         cmd = [str(self.binary), f"--workload-configuration={prefix}",
                f"--system-configuration={self.paths.system}", f"--network-configuration={self.paths.network}",
                f"--remote-memory-configuration={self.paths.memory}"]
         finish, code, last, why = _run_bounded(cmd, prefix.parent, self.timeout_s, self.binary)
+        if why:
+            raise BackendError(f"{self.binary}: {what}: {why}; last output: {last[:200]!r}")
         missing = [n for n in needed if n not in finish]
-        if why or code or missing:
-            raise BackendError(f"{self.binary}: {what}: {why or f'exit code {code}, NPUs {missing} never finished'}; "
+        if code or missing:
+            raise BackendError(f"{self.binary}: {what}: exit code {code}, NPUs {missing} never finished; "
                                f"last output: {last[:200]!r}")
         return finish
 
@@ -129,18 +132,8 @@ class UpstreamBackend(StageTimingBackend):
         return busy
 
     def _run(self, prefix: Path, graph: IterationGraph, ident) -> dict[int, int]:
-        cmd = [str(self.binary), f"--workload-configuration={prefix}",
-               f"--system-configuration={self.paths.system}", f"--network-configuration={self.paths.network}",
-               f"--remote-memory-configuration={self.paths.memory}"]
-        what = f"instance {graph.instance} batch {graph.batch_id}"
-        finish, code, last, why = _run_bounded(cmd, prefix.parent, self.timeout_s, self.binary)
-        if why:
-            raise BackendError(f"{self.binary}: {what}: {why}; last output: {last[:200]!r}")
-        missing = [ident(graph.npu(s, 0)) for s in range(graph.pp_size) if ident(graph.npu(s, 0)) not in finish]
-        if code or missing:
-            raise BackendError(f"{self.binary}: {what}: exit code {code}, NPUs {missing} never finished; "
-                               f"last output: {last[:200]!r}")
-        return finish
+        return self._run_prefix(prefix, f"instance {graph.instance} batch {graph.batch_id}",
+                                [ident(graph.npu(s, 0)) for s in range(graph.pp_size)])
 
 
 _MAX_OUTPUT = 64 << 20  # bytes of output read before the binary is deemed to be flooding
