@@ -188,10 +188,7 @@ def _simulate(o: dict) -> tuple:
             files[f"{output}.summary.json"] = metrics.summary_json(stats, result.stages)
             if result.unfinished:
                 files[f"{output}.unfinished.csv"] = metrics.unfinished_csv(result)
-            if result.stages:
-                files[f"{output}.stages.csv"] = stage_report.stages_csv(result.stages)
-            if result.heartbeats:
-                files[f"{output}.timeseries.csv"] = stage_report.timeseries_csv(result.heartbeats)
+            files.update(_plotted_files(output, result))
     if iteration_log:
         files[iteration_log] = metrics.iteration_csv(result.iteration_log)
     if o["stage_report"]:
@@ -204,6 +201,16 @@ def _simulate(o: dict) -> tuple:
     return files, result, sim
 
 
+def _plotted_files(output: str, result) -> dict:
+    """The files beside a per-request CSV that `llmsim plot` reads besides it."""
+    files = {}
+    if result.stages:
+        files[f"{output}.stages.csv"] = stage_report.stages_csv(result.stages)
+    if result.heartbeats:
+        files[f"{output}.timeseries.csv"] = stage_report.timeseries_csv(result.heartbeats)
+    return files
+
+
 def _plots(o: dict, sim, result) -> None:
     """Draw from the files just written (the same code `llmsim plot` runs), or from a temporary copy."""
     from ..plots import draw_all, load_run
@@ -212,11 +219,7 @@ def _plots(o: dict, sim, result) -> None:
     with tempfile.TemporaryDirectory(prefix="llmsim-plots-") as tmp:
         if not output or is_stream(output):
             output = f"{tmp}/run.csv"
-            files = {output: metrics.requests_csv_lines(result, sim.instances)}
-            if result.stages:
-                files[f"{output}.stages.csv"] = stage_report.stages_csv(result.stages)
-            if result.heartbeats:
-                files[f"{output}.timeseries.csv"] = stage_report.timeseries_csv(result.heartbeats)
+            files = {output: metrics.requests_csv_lines(result, sim.instances), **_plotted_files(output, result)}
             for path, text in files.items():
                 with open(path, "w") as f:
                     f.writelines(text) if not isinstance(text, str) else f.write(text)
