@@ -13,6 +13,10 @@ steps as the reports arrive. Protocol and files: docs/astra-sim-interface.md.
 With pp > 1 and vLLM's batch formation (llmsim/engine.py), batches are formed when a batch
 completes (or a request reaches an idle instance) and queue until the start NPU reports stage 0
 free; with the reference's rule, when the start NPU reports stage 0 free.
+
+Prefill/decode pools: KV transfers run on the same binary in runs of their own (kv_transfer.py);
+prefill NPUs are numbered first (ASTRA-Sim asks NPUs in id order at a tick) and an idle stage 0
+also wakes at every batch's predicted completion (docs/disaggregation.md).
 """
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,7 +28,8 @@ from llmsim.errors import InputError
 from llmsim.results import SimResult
 from llmsim.session import Session
 
-from .inputs import astra_layout, topology_dims, write_inputs
+from .inputs import astra_layout, prefill_first, topology_dims, write_inputs
+from .kv_transfer import rank_pairs, run_on_fork, write_kv_transfer
 from .run_folder import RunFolder, TraceFiles
 from .process import AstraProcess, BackendError
 from .traces import write_graph, write_wait
@@ -53,6 +58,7 @@ class _Stage0:
 
 class ForkBackend(ClockOwningBackend):
     name = "astra-sim-fork"
+    supports_disaggregation = True
 
     def __init__(self, cluster, binary: Path, workdir: Path, timeout_s: float = 60.0,
                  run_folder: RunFolder | None = None, keep_traces: bool = False):
@@ -64,6 +70,9 @@ class ForkBackend(ClockOwningBackend):
         self.multi_dim = len(topology_dims(cluster)) > 1
         # ASTRA-Sim's NPU numbers (a node-aware network reorders them; llmsim/config/network.py)
         self.layout = astra_layout(cluster) if cluster.network is not None else None
+        self._pd = any(i.pd_type for i in cluster.instances)  # prefill/decode pools
+        if self._pd:
+            self.layout = prefill_first(cluster, self.layout or astra_layout(cluster))
         self._id = self.layout.id if self.layout is not None else (lambda n: n)
         if self.layout is not None:
             for inst in cluster.instances:
@@ -81,10 +90,26 @@ class ForkBackend(ClockOwningBackend):
         self._predicted: dict[tuple[int, int], int] = {}
         self._sched_ns: dict[tuple[int, int], int] = {}  # when each batch in flight was formed
         self._end_ns = 0  # the last completion: the run's end, as on the embedded backend
+        self._kv: dict[tuple[int, int, int], int] = {}  # (src, dst, shard bytes) -> transfer ns
+        self.paths = None
 
     def close(self) -> None:
         if self.run_folder is not None:
             self.run_folder.release()
+
+    def kv_transfer_ns(self, src: int, dst: int, shard_bytes: int) -> int:
+        """Prefill/decode disaggregation: the KV transfer run on the fork, in a process of its own
+        (kv_transfer.py), once per shape; the run's persistent process is never given it."""
+        key = (src, dst, shard_bytes)
+        if key not in self._kv:
+            pairs = rank_pairs(self.cluster, src, dst, self._id)
+            prefix = write_kv_transfer(self.workdir / "workload" / f"kv_{src}_{dst}_{shard_bytes}" / "llm", pairs,
+                                       shard_bytes, "llmservingsim", self.cluster.total_npus)
+            self.traces.written(prefix)
+            self._kv[key] = run_on_fork(self.binary, self.paths, prefix, [d for _, d in pairs],
+                                        self.cluster.total_npus, self.timeout_s)
+            self.traces.done(prefix)
+        return self._kv[key]
 
     # -- files --------------------------------------------------------------------------------------
     def _batch_prefix(self, i: int, batch_id: int) -> Path:
@@ -104,7 +129,9 @@ class ForkBackend(ClockOwningBackend):
         """When instance i's stage 0 should next look for work: the next arrival or the predicted
         completion of one of its batches. None: answer `pass` (ASTRA-Sim polls it at its next
         event), also when one of its batches is overdue against the prediction."""
-        mine = [t for (inst, _), t in self._predicted.items() if inst == i]
+        # With prefill/decode pools, any batch's completion can hand this instance work (a prefill
+        # done hands its request to a decode instance; a decode step starts KV transfers).
+        mine = [t for (inst, _), t in self._predicted.items() if inst == i or self._pd]
         if any(t <= now for t in mine):
             return None
         nxt = self.session.next_arrival_ns()
@@ -113,8 +140,10 @@ class ForkBackend(ClockOwningBackend):
         return min(mine) if mine else None
 
     def _command(self, paths, first_wait: Path) -> list[str]:
-        starts = [str(self._id(i.first_npu)) for i in self.cluster.instances]
-        ends = [str(self._id(i.first_npu + i.num_npus - 1)) for i in self.cluster.instances if i.num_npus > 1]
+        # in id order: each start NPU manages the ids up to the next one
+        starts = [str(n) for n in sorted(self._id(i.first_npu) for i in self.cluster.instances)]
+        ends = [str(n) for n in sorted(self._id(i.first_npu + i.num_npus - 1) for i in self.cluster.instances
+                                       if i.num_npus > 1)]
         cmd = [str(self.binary), f"--workload-configuration={first_wait}",
                f"--system-configuration={paths.system}", f"--network-configuration={paths.network}",
                f"--memory-configuration={paths.memory}", f"--start-npu-ids={','.join(starts)},"]
@@ -125,7 +154,7 @@ class ForkBackend(ClockOwningBackend):
     # -- the loop -------------------------------------------------------------------------------------
     def drive(self, session: Session) -> SimResult:
         self.session = s = session
-        paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
+        self.paths = paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
         first = max(1, s.next_arrival_ns() or 0)
         startup = write_wait(range(self.cluster.total_npus), self.workdir / "workload" / "event_handler" / "llm",
                              "llmservingsim", first)

@@ -5,7 +5,7 @@ tests/data/astra-inputs/). Pure functions returning text; `write_inputs` is the 
 """
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from llmsim.config.cluster import ClusterConfig
@@ -156,6 +156,32 @@ class InputPaths:
     system: Path
     memory: Path
     comm_group: Path
+
+
+def prefill_first(cluster: ClusterConfig, layout: AstraLayout) -> AstraLayout:
+    """Prefill/decode pools on the fork: prefill instances' NPUs numbered before decode instances'.
+    The fork asks its NPUs in id order at each tick, so a prefill finishing at t is seen before a
+    decode instance is asked at t (it hands that instance work at t). On the flat layout whole
+    blocks of the first dimension are renumbered (a symmetry of its FullyConnected dimensions);
+    a node-aware layout is left as it is and must already be in that order."""
+    order = sorted(cluster.instances, key=lambda i: i.pd_type != "prefill")
+    if layout.ids is None:
+        d0 = layout.dims[0]
+        if all(i.first_npu % d0 == 0 and i.num_npus % d0 == 0 for i in cluster.instances):
+            new, g = {}, 0
+            for inst in order:
+                for b in range(inst.first_npu // d0, (inst.first_npu + inst.num_npus) // d0):
+                    new[b], g = g, g + 1
+            layout = replace(layout, ids=tuple(p % d0 + d0 * new[p // d0] for p in range(cluster.total_npus)))
+    last_prefill = max(layout.id(p) for i in order if i.pd_type == "prefill"
+                       for p in range(i.first_npu, i.first_npu + i.num_npus))
+    first_decode = min(layout.id(p) for i in order if i.pd_type == "decode"
+                       for p in range(i.first_npu, i.first_npu + i.num_npus))
+    if first_decode < last_prefill:
+        raise InputError(f"{cluster.path}: pd_type: on astra-sim-fork every prefill instance's NPUs must come before "
+                         "every decode instance's in ASTRA-Sim's numbering, which this node layout breaks; place the "
+                         "prefill instances on the lower nodes, or use --astra-sim-flavor upstream or --backend embedded")
+    return layout
 
 
 def write_inputs(cluster: ClusterConfig, root: Path, flavor: str) -> InputPaths:

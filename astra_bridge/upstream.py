@@ -23,8 +23,9 @@ from llmsim.backends.placement import Placement
 from llmsim.config.cluster import ClusterConfig
 from llmsim.graph.iteration import IterationGraph
 
-from .chakra.codec import comp_node, global_metadata, recv_node, send_node, write_et
+from .chakra.codec import comp_node, global_metadata, write_et
 from .inputs import astra_layout, write_inputs
+from .kv_transfer import rank_pairs, write_kv_transfer
 from .run_folder import RunFolder, TraceFiles
 from .process import BackendError
 from .traces import write_graph
@@ -65,24 +66,13 @@ class UpstreamBackend(StageTimingBackend):
             self.run_folder.release()
 
     def kv_transfer_ns(self, src: int, dst: int, shard_bytes: int) -> int:
-        """A prefill instance's KV to a decode instance, run on ASTRA-Sim: rank k of src SENDs its
-        shard to rank k of dst (the ranks pair up in order), all at once; the time is the last
-        RECV's. Cached by (src, dst, bytes): transfers do not contend in the congestion-unaware
-        model, so one run per shape suffices."""
+        """A prefill instance's KV to a decode instance, run on ASTRA-Sim (kv_transfer.py), cached."""
         key = ("kv", src, dst, shard_bytes)
         if key not in self._cache:
-            a, b = self.cluster.instances[src], self.cluster.instances[dst]
             ident = self.layout.id if self.layout is not None else (lambda n: n)
-            pairs = [(ident(a.first_npu + k), ident(b.first_npu + k % b.num_npus)) for k in range(a.num_npus)]
-            prefix = self.workdir / "graphs" / f"kv_{src}_{dst}_{shard_bytes}" / "llm"
-            prefix.parent.mkdir(parents=True, exist_ok=True)
-            meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file="kv_transfer")
-            nodes = {n: [] for n in range(self.total_npus)}
-            for s_npu, d_npu in pairs:
-                nodes[s_npu].append(send_node("upstream", len(nodes[s_npu]), "send_kv", s_npu, d_npu, shard_bytes, 1))
-                nodes[d_npu].append(recv_node("upstream", len(nodes[d_npu]), "recv_kv", s_npu, d_npu, shard_bytes, 1))
-            for n, ns in nodes.items():
-                write_et(f"{prefix}.{n}.et", meta, ns or [comp_node("upstream", 0, "idle", 1000)])
+            pairs = rank_pairs(self.cluster, src, dst, ident)
+            prefix = write_kv_transfer(self.workdir / "graphs" / f"kv_{src}_{dst}_{shard_bytes}" / "llm", pairs,
+                                       shard_bytes, "upstream", self.total_npus)
             finish = self._run_prefix(prefix, f"KV transfer instance {src} -> {dst}", [d for _, d in pairs])
             self._cache[key] = (max(finish[d] for _, d in pairs), prefix)
             self.traces.written(prefix)

@@ -84,10 +84,10 @@ def _check_data_parallel(sim: Simulation, backend: Backend) -> None:
 
 
 def _check_disaggregation(sim: Simulation, backend: Backend) -> None:
-    if is_disaggregated(sim.instances) and not getattr(backend, "supports_disaggregation", False):
+    if is_disaggregated(sim.instances) and not backend.supports_disaggregation:
         backend.close()
-        raise InputError(f"{sim.cluster.path}: pd_type: prefill/decode disaggregation runs on the embedded backend and "
-                         f"upstream ASTRA-Sim, not on {backend.name}")
+        raise InputError(f"{sim.cluster.path}: pd_type: backend {backend.name} does not run prefill/decode "
+                         "disaggregation")
 
 
 def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str = "LOAD", log_interval_ns: int = 0,

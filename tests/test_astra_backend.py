@@ -138,7 +138,9 @@ needs_real = pytest.mark.skipif(not REAL, reason="set LLMSIM_ASTRA_SIM to an AST
 @needs_real
 @pytest.mark.parametrize("cfg", ["single_node_pp_instance", "single_node_pp4_instance", "single_node_tp_pp_instance",
                                  # node-aware networks: 2 nodes x 8 H100, NVSwitch inside, InfiniBand between
-                                 "h100x16_llama70b_tp8_pp2", "h100x16_llama70b_tp4_pp4"])
+                                 "h100x16_llama70b_tp8_pp2", "h100x16_llama70b_tp4_pp4",
+                                 # one prefill instance (node 0) and one decode instance (node 1)
+                                 "h100x16_llama70b_pd_1p1d"])
 def test_real_build_runs_to_completion_and_agrees(tmp_path, cfg):
     flavor = FLAVOR_OF_NAME.get(os.path.basename(REAL), "llmservingsim")
     path = f"configs/cluster/{cfg}.json"

@@ -6,6 +6,7 @@ NPU's finish time from the embedded network model (so composition, caching and t
 parsing are checked without a build); and real builds when LLMSIM_ASTRA_SIM_FORK /
 LLMSIM_ASTRA_SIM_UPSTREAM (or LLMSIM_ASTRA_SIM, by file name) point at them.
 """
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import pytest
 
 from llmsim.backends.base import Backend, Capability, ClockOwningBackend, StageTimingBackend
 from llmsim.config.engine import EngineArgs
-from llmsim.errors import InputError
 from llmsim.session import Session
 from llmsim.simulate import make_backend, prepare, run
 from conftest import fake_upstream, standin_shim
@@ -124,29 +124,32 @@ def test_stage_timings_are_consistent(factory):
             t = timing.stage0_free_ns
 
 
-PD = "configs/cluster/h100x16_llama70b_pd_1p1d.json"
+PD = "configs/cluster/single_node_pd_instance.json"
 
 
-def test_disaggregation_runs_as_embedded_or_is_refused(factory, request):
-    """Upstream ASTRA-Sim runs each KV transfer's sends itself; the fork driver cannot (it gives every
-    NPU one workload at a time) and refuses with one line."""
+@pytest.mark.parametrize("decode_first", [False, True])
+def test_disaggregation_serves_as_the_embedded_model_times_it(factory, request, tmp_path, decode_first):
+    """Every backend runs the KV transfers' sends itself: upstream in a run of its own per shape,
+    the fork likewise beside its persistent run. Listing the decode instance first changes nothing
+    (the fork numbers prefill NPUs first: astra_bridge/inputs.prefill_first)."""
     if request.node.callspec.params["factory"] == "upstream-fake":
         pytest.skip("the fake upstream binary has no transfer model")
     make, exact = factory
-    ref = run(_sim(PD))
-    sim = _sim(PD)
-    try:
-        backend = make(sim)
-    except InputError as e:
-        assert str(e).endswith("disaggregation runs on the embedded backend and upstream ASTRA-Sim, not on "
-                               "astra-sim-fork")
-        return
-    got = run(sim, backend)
-    assert backend.name in ("embedded", "astra-sim-upstream")
+    cfg = PD
+    if decode_first:
+        raw = json.loads(Path(PD).read_text())
+        raw["nodes"][0]["instances"].reverse()
+        cfg = tmp_path / "decode_first.json"
+        cfg.write_text(json.dumps(raw))
+    p, d = (1, 0) if decode_first else (0, 1)
+    ref = run(_sim(cfg))
+    sim = _sim(cfg)
+    got = run(sim, make(sim))
     a = {r.id: (r.instance, r.prefill_instance, r.end_ns) for done in ref.finished for r in done}
     b = {r.id: (r.instance, r.prefill_instance, r.end_ns) for done in got.finished for r in done}
     assert a.keys() == b.keys() and len(a) == 10
+    assert got.disagg["transfers"] == 10 and got.disagg["transfer_ns"] == ref.disagg["transfer_ns"]
     for rid in a:
-        assert a[rid][:2] == b[rid][:2] == (1, 0)  # prefilled on instance 0, decoded on instance 1
-        # upstream reads whole microseconds: within 0.02 % of the run (measured 8 us)
+        assert a[rid][:2] == b[rid][:2] == (d, p)  # prefilled on the prefill instance, decoded on the other
+        # upstream reads whole microseconds: within 0.02 % of the run
         assert a[rid][2] == b[rid][2] if exact else abs(a[rid][2] - b[rid][2]) <= 2e-4 * a[rid][2]

@@ -132,14 +132,37 @@ def test_bad_pd_configs(instances, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_the_fork_refuses_pd(tmp_path):
+def test_the_fork_needs_prefill_npus_numbered_first(tmp_path):
+    # the 1P1D example with the pools swapped between the nodes: ASTRA-Sim numbers node 0 first, and
+    # a node-aware layout is not renumbered, so the fork (which asks NPUs in id order) refuses it
     from conftest import standin_shim
 
-    exe = standin_shim(tmp_path)
-    with pytest.raises(InputError, match=r"^cluster config: pd_type: prefill/decode disaggregation runs on the "
-                                         r"embedded backend and upstream ASTRA-Sim, not on astra-sim-fork$"):
-        run(_cluster(_inst("prefill"), _inst("decode")), "workloads/example_trace.jsonl", ENGINE, backend="astra-sim",
-            backend_options={"astra_sim_bin": str(exe)})
-    r = run_cli("--cluster-config", PD_EXAMPLE, "--dataset", "workloads/example_trace.jsonl", "--backend", "astra-sim",
-                "--astra-sim-bin", exe)
-    assert r.exit_code == 2 and "not on astra-sim-fork" in r.output
+    raw = json.loads(open(PD_EXAMPLE).read())
+    for node, pd in zip(raw["nodes"], ("decode", "prefill")):
+        node["instances"][0]["pd_type"] = pd
+    cfg = tmp_path / "decode_on_node0.json"
+    cfg.write_text(json.dumps(raw))
+    r = run_cli("--cluster-config", cfg, "--dataset", "workloads/example_trace.jsonl", "--backend", "astra-sim",
+                "--astra-sim-bin", standin_shim(tmp_path), "--output", tmp_path / "out.csv")
+    assert r.exit_code == 2 and not (tmp_path / "out.csv").exists()
+    line = r.output.strip().splitlines()[-1]
+    assert line.endswith(f"{cfg}: pd_type: on astra-sim-fork every prefill instance's NPUs must come before every "
+                         "decode instance's in ASTRA-Sim's numbering, which this node layout breaks; place the prefill "
+                         "instances on the lower nodes, or use --astra-sim-flavor upstream or --backend embedded")
+
+
+def test_a_backend_without_transfers_is_refused():
+    from llmsim.backends.base import StageTimingBackend
+    from llmsim.simulate import prepare, run as run_sim
+    from llmsim.config.engine import EngineArgs
+
+    class NoTransfers(StageTimingBackend):  # a third-party backend that does not declare support
+        name = "no-transfers"
+
+        def submit(self, inst, batch, graph, t_ns, detail=False):
+            raise AssertionError("never reached: refused before the run")
+
+    sim = prepare("configs/cluster/single_node_pd_instance.json", EngineArgs(), "workloads/example_trace.jsonl", 0)
+    with pytest.raises(InputError, match=r"^configs/cluster/single_node_pd_instance.json: pd_type: backend "
+                                         r"no-transfers does not run prefill/decode disaggregation$"):
+        run_sim(sim, NoTransfers())

@@ -49,6 +49,13 @@ class Capability(Enum):
 class Backend(ABC):
     name: ClassVar[str]
     capability: ClassVar[Capability]
+    # prefill/decode disaggregation (llmsim/disagg.py): the backend runs KV transfers
+    supports_disaggregation: ClassVar[bool] = False
+
+    def kv_transfer_ns(self, src: int, dst: int, shard_bytes: int) -> int | None:
+        """A KV transfer from instance src to instance dst, every rank sending shard_bytes to its
+        peer at once; None: llmsim's network model times it (disagg.kv_transfer_ns)."""
+        return None
 
     def close(self) -> None:
         """Release processes and files; safe to call twice."""
@@ -65,14 +72,6 @@ class StageTimingBackend(Backend):
     # False: submit() accepts graph=None and times the batch from its shape, so the engine builds
     # no graph unless something else (a trace dump) wants one.
     needs_graphs: ClassVar[bool] = True
-    # prefill/decode disaggregation (llmsim/disagg.py): the backend times KV transfers
-    supports_disaggregation: ClassVar[bool] = False
-
-    def kv_transfer_ns(self, src: int, dst: int, shard_bytes: int) -> int | None:
-        """A KV transfer from instance src to instance dst, every rank sending shard_bytes to its
-        peer at once; None: llmsim's network model times it (disagg.kv_transfer_ns)."""
-        return None
-
     @abstractmethod
     def submit(self, inst: "Instance", batch: "Batch", graph: "IterationGraph | None", t_ns: int,
                detail: bool = False) -> BatchTiming:
