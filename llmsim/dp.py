@@ -83,15 +83,16 @@ class DPBalancer:
 class DPSession(Session):
     """The step API with one data-parallel group: arrivals routed by DPBalancer."""
 
-    def __init__(self, instances, requests, **kw):
+    def __init__(self, instances, requests, *, balancer: bool = True, **kw):
+        """balancer: route by vLLM's DP load balancer; False: by the run's router (the reference's)."""
         super().__init__(instances, requests, **kw)
-        self.balancer = DPBalancer([i.scheduler for i in instances])
+        self.balancer = DPBalancer([i.scheduler for i in instances]) if balancer else None
         self.dummy_batches = 0
         self.padded_tokens = 0
         self.group_steps = 0
 
     def _pick(self, now: int) -> int:
-        return self.balancer.pick(now)
+        return self.balancer.pick(now) if self.balancer is not None else super()._pick(now)
 
     def finish(self, now: int) -> SimResult:
         result = super().finish(now)

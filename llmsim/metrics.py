@@ -92,7 +92,7 @@ def run_metadata(sim, result, options: dict) -> str:
             "layers_per_stage": [s.layers for s in i.memory.stages],
             # the rules llmsim can take from vLLM or from the reference (--compat; docs/differences.md)
             "kv_capacity": i.args.kv_capacity, "batch_formation": i.args.batch_formation,
-            "stage_transfer": i.args.stage_transfer,
+            "stage_transfer": i.args.stage_transfer, "dp_sync": i.args.dp_sync,
             # MoE models: the expert routing model timing each MoE layer (docs/moe.md); null when dense
             "moe_routing": i.routing.describe() if getattr(i, "routing", None) is not None else None,
         } for i in sim.instances],

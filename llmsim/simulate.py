@@ -6,6 +6,7 @@ from .backends.base import Backend, Capability
 from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
 from .disagg import DisaggSession, is_disaggregated
+from .dp_reference import ReferenceDPEngine
 from .dp import DPEngine, DPSession, is_data_parallel
 from .errors import InputError
 from .engine import Engine
@@ -110,7 +111,7 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
             backend.close()
             raise InputError(f"{sim.cluster.path}: dp_group: iteration graphs and traces of data-parallel groups are "
                              "not written yet (their MoE collectives span the group)")
-        session = DPSession(sim.instances, sim.requests, **kw)
+        session = DPSession(sim.instances, sim.requests, balancer=sim.instances[0].args.dp_sync == "vllm", **kw)
     else:
         session = Session(sim.instances, sim.requests, **kw)
     if timeline:
@@ -120,6 +121,8 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
         if backend.capability is Capability.OWNS_CLOCK:
             return backend.drive(session)
         if isinstance(session, DPSession):  # lockstep steps: no per-stage accounting (docs/moe.md)
+            if sim.instances[0].args.dp_sync == "reference":
+                return ReferenceDPEngine(session, backend, sim.cluster).run()
             return DPEngine(session, backend).run()
         acct = None
         if accounting:

@@ -42,7 +42,8 @@ def test_example_workload_end_to_end(tmp_path):
     rows = out.read_text().splitlines()
     assert len(rows) == 11  # header + the 10 requests, all finished
     meta = json.loads((tmp_path / "moe.csv.meta.json").read_text())
-    assert meta["instances"][0]["moe_routing"] == "expected" and meta["options"]["moe_routing"] == "expected"
+    # not given: the rule resolves to llmsim's default (the reference's under --compat llmservingsim)
+    assert meta["instances"][0]["moe_routing"] == "expected" and meta["options"]["moe_routing"] is None
     assert meta["requests_unfinished"] == 0
 
 

@@ -97,6 +97,11 @@ class StageCosts:
         t = self.timer.attention_ns(batch)
         return [(b + k * t + m * moe_ns, load, store) for (b, k, load, store, _, _), m in zip(shape, self._moe_ops)]
 
+    def host_ns(self, total_len: int) -> tuple[int, int]:
+        """(host load, host store) ns of the first and last stage's rank at total_len tokens."""
+        tok = self._tokens_of(total_len)
+        return tok[0][1], tok[-1][2]
+
     def _shape_of(self, batch, total_len: int | None = None):
         """The batch's shape costs, cached; total_len: its tokens padded (a DP rank's step)."""
         key = (batch.total_len if total_len is None else total_len, batch.num_reqs)

@@ -9,7 +9,7 @@ import warnings
 
 import click
 
-from ..config.engine import COMPAT_MODES, DTYPE_BYTES, REFERENCE_RULES, EngineArgs
+from ..config.engine import COMPAT_MODES, DEFAULT_RULES, DTYPE_BYTES, REFERENCE_RULES, EngineArgs
 from ..errors import InputError
 from ..perf.routing import POLICIES as MOE_POLICIES
 from ..router import DEFAULT_SEED
@@ -71,17 +71,23 @@ ENGINE_OPTIONS = [
                       "rank (LLMServingSim). Default: vllm (reference under --compat)."),
     click.option("--compat", type=click.Choice(COMPAT_MODES), default="vllm", show_default=True,
                  help="llmservingsim: every rule in which llmsim departs from LLMServingSim 2.0 on purpose "
-                      "(--kv-capacity, --batch-formation, --stage-transfer) takes the reference's value, unless "
+                      "(--kv-capacity, --batch-formation, --stage-transfer, --moe-routing, --dp-sync) takes the "
+                      "reference's value, unless "
                       "given explicitly; docs/differences.md."),
     click.option("--num-gpu-blocks", type=click.IntRange(0, MAX_GPU_BLOCKS), default=0,
                  help="Pin the KV block count (e.g. vLLM's logged num_gpu_blocks); 0 = computed."),
     click.option("--timing", type=click.Choice(["auto", "profile", "roofline"]), default="auto", show_default=True,
                  help="Layer times from a measured profile bundle, the roofline model, or the bundle when one exists."),
-    click.option("--moe-routing", type=click.Choice(MOE_POLICIES), default="expected", show_default=True,
+    click.option("--moe-routing", type=click.Choice(MOE_POLICIES), default=None,
                  help="Mixture-of-experts models: how a batch's tokens land on the experts, which sets the activated "
                       "experts each MoE layer reads: expected = uniform top-k routing's expectation; balanced = no "
                       "collisions (an upper bound); uniform / skewed = a seeded random draw per batch (--moe-seed); "
-                      "reference = LLMServingSim's BALANCED (docs/moe.md)."),
+                      "reference = LLMServingSim's BALANCED (docs/moe.md). Default: expected (reference under "
+                      "--compat llmservingsim)."),
+    click.option("--dp-sync", type=click.Choice(["vllm", "reference"]), default=None,
+                 help="Data-parallel MoE groups (dp_group): vllm = vLLM's DP engine cores (its load balancer, "
+                      "lockstep waves, dummy batches, CUDA-graph padding); reference = LLMServingSim 2.0's barrier, "
+                      "padding and collectives (tp_size 1). Default: vllm (reference under --compat llmservingsim)."),
     click.option("--moe-seed", type=int, default=0, show_default=True,
                  help="Seed of --moe-routing uniform / skewed (same seed, same outputs)."),
     click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True,
@@ -96,7 +102,7 @@ ENGINE_OPTIONS = [
 ENGINE_KEYS = ("dtype", "kv_cache_dtype", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
                "long_prefill_token_threshold", "enable_prefix_caching", "enable_chunked_prefill", "reserve_full_isl",
                "npu_memory_utilization", "kv_capacity", "num_gpu_blocks", "timing", "batch_formation",
-               "stage_transfer", "moe_routing", "moe_seed")
+               "stage_transfer", "moe_routing", "moe_seed", "dp_sync")
 
 
 def engine_options(f):
@@ -111,7 +117,7 @@ def engine_args(opts: dict) -> EngineArgs:
     compat = opts.get("compat") or "vllm"
     for k, ref in REFERENCE_RULES.items():
         if args[k] is None:
-            args[k] = ref if compat == "llmservingsim" else "vllm"
+            args[k] = ref if compat == "llmservingsim" else DEFAULT_RULES[k]
     return EngineArgs(**args)
 
 

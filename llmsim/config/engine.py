@@ -34,6 +34,9 @@ class EngineArgs:
     # "expected": uniform top-k routing's expectation, docs/moe.md) and the seed of the random ones.
     moe_routing: str = "expected"
     moe_seed: int = 0
+    # Data-parallel MoE groups (dp_group): "vllm": vLLM's DP engine cores in lockstep (llmsim/dp.py);
+    # "reference": LLMServingSim 2.0's barrier, padding and collectives (llmsim/dp_reference.py).
+    dp_sync: str = "vllm"
 
     def with_overrides(self, overrides: dict) -> "EngineArgs":
         return replace(self, **overrides) if overrides else self
@@ -41,7 +44,10 @@ class EngineArgs:
 
 # The rules in which llmsim departs from LLMServingSim on purpose and which `--compat llmservingsim`
 # switches to the reference's (docs/differences.md): EngineArgs field -> the reference's value.
-REFERENCE_RULES = {"kv_capacity": "reference", "batch_formation": "reference", "stage_transfer": "reference"}
+REFERENCE_RULES = {"kv_capacity": "reference", "batch_formation": "reference", "stage_transfer": "reference",
+                   "dp_sync": "reference", "moe_routing": "reference"}
+# The value each rule takes by default (llmsim's own).
+DEFAULT_RULES = {k: "vllm" for k in REFERENCE_RULES} | {"moe_routing": "expected"}
 COMPAT_MODES = ("vllm", "llmservingsim")
 
 # instance key -> (type, check) ; the reference's per-instance runtime overrides we model.
