@@ -42,14 +42,15 @@ def run_on_fork(binary: Path, paths, prefix: Path, receivers: list[int], total_n
            f"--start-npu-ids={','.join(str(n) for n in range(total_npus))},"]
     proc = AstraProcess(cmd, str(prefix.parent), timeout_s)
     finish: dict[int, int] = {}
+    need = set(receivers)
     try:
-        while len(finish) < len(set(receivers)):
+        while len(finish) < len(need):
             r = proc.next_report(f"timing a KV transfer ({prefix}.*.et)")
             if r.iteration > 0:
                 raise BackendError(f"ASTRA-Sim reported workload {r.iteration} of NPU {r.npu} in a one-workload run")
-            if r.npu in receivers:
+            if r.npu in need:
                 finish.setdefault(r.npu, r.tick_ns)
-            if len(finish) < len(set(receivers)):
+            if len(finish) < len(need):
                 proc.answer("pass")
         proc.finish()
     finally:

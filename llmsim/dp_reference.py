@@ -62,7 +62,7 @@ class _Ranks:
         self.prologue, self.pre, self.post, self.head = arch.prologue, block[:cut], block[cut + 1:], arch.head
         self.layers = inst.model.num_layers
         self.cat = cat
-        self.costs = [backend._costs(i)[4] for i in insts]
+        self.costs = [backend.stage_costs(i) for i in insts]
         m = inst.model
         self.h, self.e, self.k, self.b = m.hidden_size, m.moe.num_experts, m.moe.top_k, inst.layout.act_bytes
         self.ep = inst.config.ep_size

@@ -86,6 +86,10 @@ class EmbeddedBackend(StageTimingBackend):
             where = self._where[inst.index] = (costs.times, inst.index, layout.first_npu, layout.tp_size, costs)
         return where
 
+    def stage_costs(self, inst) -> StageCosts:
+        """The instance's per-shape stage costs (a DP group's reference step reads them: dp_reference.py)."""
+        return self._costs(inst)[4]
+
     def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
         times_of, index, first_npu, tp, costs = self._costs(inst)
         if detail:
