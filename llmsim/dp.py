@@ -15,10 +15,11 @@ with data_parallel_size > 1 and expert parallelism (docs/moe.md, "Data paralleli
   graphs (its largest rank within the capture sizes: min(2 x max_num_seqs, 512)), every rank is
   padded to the largest rank's tokens (vllm/v1/worker/dp_utils.py coordinate_batch_across_dp).
 - A group step takes the slowest rank's time (max over ranks of its step, each MoE layer charged
-  the gathered tokens' expert block and the all-gather / reduce-scatter: EmbeddedBackend
-  .submit_dp_step); the ranks' non-MoE work is not aligned layer by layer.
+  the gathered tokens' expert block and the all-gather / reduce-scatter: graph/dp_step.py, timed by
+  the backend's submit_dp_step); the ranks' non-MoE work is not aligned layer by layer.
 """
 from .engine import START_NS
+from .graph.dp_step import dp_step, rank_graph
 from .results import SimResult
 from .session import Session
 
@@ -103,7 +104,7 @@ class DPSession(Session):
 
 
 class DPEngine:
-    """The lockstep loop of one data-parallel group on a backend with submit_dp_step (embedded)."""
+    """The lockstep loop of one data-parallel group on a backend that supports_data_parallel."""
 
     def __init__(self, session: DPSession, backend):
         self.session = session
@@ -143,7 +144,7 @@ class DPEngine:
                 now = max(now, START_NS)
                 self._deliver_until(now, True)
                 running, counter = True, 0
-            formed = [s.form_batch(i, now, False) for i in range(len(insts))]
+            formed = [s.form_batch(i, now, False, dump=False) for i in range(len(insts))]
             batches = [f[0] if f is not None else None for f in formed]
             if all(b is None for b in batches) and any(x.has_work for x in scheds):
                 ta = s.next_arrival_ns()  # nothing can be scheduled until a request arrives
@@ -153,10 +154,18 @@ class DPEngine:
                 self._deliver_until(now, True)
                 continue
             tokens = dp_tokens(batches, capture)
+            step_no = s.group_steps
+            step = dp_step(insts, tokens, step_no)
+            graphs = None
+            if backend.needs_graphs or s.on_graph:
+                graphs = [rank_graph(inst, b, n, step, step_no) for inst, b, n in zip(insts, batches, tokens)]
+                if s.on_graph:
+                    for g in graphs:
+                        s.on_graph(g)
             s.group_steps += 1
             s.dummy_batches += sum(b is None for b in batches)
             s.padded_tokens += sum(n - (b.total_len if b is not None else 1) for n, b in zip(tokens, batches))
-            end, events = backend.submit_dp_step(insts, batches, tokens, now, detail)
+            end, events = backend.submit_dp_step(insts, batches, tokens, step, graphs, now, detail)
             self._deliver_until(end, False)  # requests arriving during the step wait for the next one
             now = end
             self._beat(now)

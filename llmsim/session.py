@@ -109,9 +109,10 @@ class Session:
         return self.next_arrival_ns() is None and not any(i.scheduler.has_work for i in self.instances)
 
     # -- batches -------------------------------------------------------------------------------
-    def form_batch(self, i: int, now: int, want_graph: bool = True) -> tuple[Batch, IterationGraph | None] | None:
+    def form_batch(self, i: int, now: int, want_graph: bool = True,
+                   dump: bool = True) -> tuple[Batch, IterationGraph | None] | None:
         """Ask instance i's scheduler for a batch; the graph is built when wanted or when
-        on_graph (a trace dump) consumes it."""
+        on_graph (a trace dump) consumes it (dump False: the caller dumps its own graphs)."""
         inst = self.instances[i]
         batch = inst.scheduler.schedule(now)
         if batch is None:
@@ -122,10 +123,10 @@ class Session:
             sched = inst.scheduler
             self.samples.append((now, i, len(sched.running), len(sched.waiting), inst.pool.num_used))
         self.in_flight[(i, batch.id)] = batch
-        if not (want_graph or self.on_graph):
+        if not (want_graph or (dump and self.on_graph)):
             return batch, None
         graph = build_graph(inst.layout, batch, inst.timer.durations(batch))
-        if self.on_graph:
+        if dump and self.on_graph:
             self.on_graph(graph)
         return batch, graph
 

@@ -78,10 +78,15 @@ def make_backend(sim: Simulation, name: str = "embedded", options: dict | None =
 
 
 def _check_data_parallel(sim: Simulation, backend: Backend) -> None:
-    if is_data_parallel(sim.instances) and not hasattr(backend, "submit_dp_step"):
+    if not is_data_parallel(sim.instances):
+        return
+    if not backend.supports_data_parallel:
         backend.close()
-        raise InputError(f"{sim.cluster.path}: dp_group: data-parallel groups run on the embedded backend only "
-                         f"(for now), not on {backend.name}")
+        raise InputError(f"{sim.cluster.path}: dp_group: backend {backend.name} does not run data-parallel groups")
+    if sim.instances[0].args.dp_sync == "reference" and backend.name != "embedded":
+        backend.close()
+        raise InputError(f"{sim.cluster.path}: dp_group: --dp-sync reference runs on the embedded backend only "
+                         f"(it models the reference's own ASTRA-Sim run), not on {backend.name}")
 
 
 def _check_disaggregation(sim: Simulation, backend: Backend) -> None:
@@ -107,10 +112,10 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
         session.transfer_ns = backend.kv_transfer_ns
     elif is_data_parallel(sim.instances):
         _check_data_parallel(sim, backend)
-        if on_graph is not None:
+        if on_graph is not None and sim.instances[0].args.dp_sync == "reference":
             backend.close()
-            raise InputError(f"{sim.cluster.path}: dp_group: iteration graphs and traces of data-parallel groups are "
-                             "not written yet (their MoE collectives span the group)")
+            raise InputError(f"{sim.cluster.path}: dp_group: --dp-sync reference writes no traces (it times the "
+                             "reference's steps in process); use --dp-sync vllm with --dump-traces")
         session = DPSession(sim.instances, sim.requests, balancer=sim.instances[0].args.dp_sync == "vllm", **kw)
     else:
         session = Session(sim.instances, sim.requests, **kw)
@@ -118,12 +123,14 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
         session.samples = []
     session.on_progress = on_progress
     with backend:
-        if backend.capability is Capability.OWNS_CLOCK:
-            return backend.drive(session)
-        if isinstance(session, DPSession):  # lockstep steps: no per-stage accounting (docs/moe.md)
+        # A DP group's lockstep loop is llmsim's on every backend (the fork's included: it times
+        # each step in a run of its own); no per-stage accounting (docs/moe.md).
+        if isinstance(session, DPSession):
             if sim.instances[0].args.dp_sync == "reference":
                 return ReferenceDPEngine(session, backend, sim.cluster).run()
             return DPEngine(session, backend).run()
+        if backend.capability is Capability.OWNS_CLOCK:
+            return backend.drive(session)
         acct = None
         if accounting:
             acct = Accountant([i.config.pp_size for i in sim.instances], log_interval_ns, timeline)

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from llmsim import simulate
-from llmsim.backends.fabric import dp_link, dp_moe_comm_ns
+from llmsim.backends.fabric import dp_allgather_ns, dp_link, dp_reducescatter_ns, instance_links
 from llmsim.backends.network import Link, reduction_ns, ring_reducescatter_ns
 from llmsim.config.cluster import cluster_from_dict
 from llmsim.config.engine import EngineArgs
 from llmsim.dp import DPBalancer, PUBLISH_NS, cuda_graph_max_tokens, dp_tokens
 from llmsim.errors import InputError
+from llmsim.graph.iteration import OpKind
 from llmsim.request import Request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,9 +83,12 @@ def test_reduce_scatter_and_moe_collectives_by_hand():
     # all-gather of each rank's 4 tokens x (hidden 2048 + 128 router logits) x 2 B = 17,408 B: one hand-off
     assert int(20_000 + 17_408 / 17.179869184) == 21_013
     gather = 10 + (21_013 + 10)
-    assert dp_moe_comm_ns(link, 2, 4, 8, 2048, 128, 2, 1597) == gather + 10 + (20_953 + 10) + 30 == 42_036
     c = cluster_from_dict(_raw(), "c.json")
     assert dp_link(c, c.instances) == Link(16.0, 20_000.0)  # the flat network's instance dimension
+    links = instance_links(c, c.instances[1])
+    assert links.dp == (Link(16.0, 20_000.0), 2)
+    assert dp_allgather_ns(links, 4 * (2048 + 128) * 2) + dp_reducescatter_ns(links, 8 * 2048 * 2, 1597) \
+        == gather + 10 + (20_953 + 10) + 30 == 42_036
 
 
 class _B:
@@ -138,7 +142,7 @@ def test_two_rank_lockstep_by_hand():
     backend_costs = simulate.make_backend(sim)
     _, _, _, _, ca = backend_costs._costs(a)
     _, _, _, _, cb = backend_costs._costs(b)
-    moe = a.timer.moe_tokens_ns(8, ("x",)) + dp_moe_comm_ns(Link(16, 20_000), 2, 4, 8, 2048, 128, 2, 1597)
+    moe = a.timer.moe_tokens_ns(8, ("x",)) + 42_036  # the collectives by hand, above
     busy_a = ca.dp_times(_first_batch(sim), 4, moe)[0]
     busy_b = cb.dp_times(None, 4, moe)[0]
     assert busy_b[1:] == (0, 0)  # the dummy loads and stores nothing
@@ -164,10 +168,35 @@ def test_requests_spread_over_ranks():
     assert res.dp["dummy_batches"] >= 30  # the wave's tail after the last request
 
 
-def test_traces_of_a_group_are_refused_in_one_line():
-    sim = simulate.prepare(str(DP2), EngineArgs(), [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
-    with pytest.raises(InputError, match=r"dp_group: iteration graphs and traces of data-parallel groups are not "
-                                         r"written yet") as e:
+def test_a_groups_graphs_carry_its_collectives_and_time_as_its_shapes():
+    # the graphs of each step (what --dump-traces writes and the ASTRA-Sim backends run) against the
+    # fast path's per-shape times, on the one-request toy above
+    reqs = lambda: [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)]
+    graphs = []
+    sim = simulate.prepare(str(DP2), EngineArgs(), reqs())
+    res = simulate.run(sim, on_graph=graphs.append, record_iterations=True)
+    plain = simulate.run(simulate.prepare(str(DP2), EngineArgs(), reqs()), record_iterations=True)
+    assert res.iteration_log == plain.iteration_log and res.end_ns == plain.end_ns  # dumping changes nothing
+    assert len(graphs) == 2 * res.dp["steps"]  # one graph per rank per step
+    g0, g1 = graphs[0], graphs[1]
+    assert (g0.dp_step, g1.dp_step, g0.instance, g1.instance, g1.batch_id) == (0, 0, 0, 1, -1)
+    kinds = lambda g: [(o.kind, o.size_bytes) for o in g.stages[0].block_ops if o.kind is not OpKind.COMPUTE]
+    # per MoE layer: the all-gather of 4 tokens x (2048 + 128) x 2 B, the reduce-scatter of 8 x 2048 x 2 B
+    assert kinds(g0) == kinds(g1) == [(OpKind.DP_ALLGATHER, 17_408), (OpKind.DP_REDUCESCATTER, 32_768)]
+    names = lambda g: {o.name for o in g.stages[0].ops()}
+    assert {"attention", "lm_head", "sampler", "input", "output"} <= names(g0)
+    assert not {"attention", "lm_head", "sampler", "input", "output"} & names(g1)  # the dummy: none of them
+    backend = simulate.make_backend(sim)
+    a, b = sim.instances
+    moe = a.timer.moe_tokens_ns(8, ("x",)) + 42_036  # the collectives by hand (above)
+    assert backend.stage_times(g0) == backend._costs(a)[4].dp_times(_first_batch(sim), 4, moe)
+    assert backend.stage_times(g1) == backend._costs(b)[4].dp_times(None, 4, moe)
+
+
+def test_reference_sync_writes_no_traces_in_one_line():
+    sim = simulate.prepare(str(DP2), EngineArgs(dp_sync="reference"), [Request(id=0, arrival_ns=0, prompt_len=4,
+                                                                                output_len=2)])
+    with pytest.raises(InputError, match=r"dp_group: --dp-sync reference writes no traces") as e:
         simulate.run(sim, on_graph=lambda g: None)
     assert "\n" not in str(e.value)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     from ..batch import Batch
+    from ..graph.dp_step import DPStep
     from ..graph.iteration import IterationGraph
     from ..instance import Instance
     from ..results import SimResult
@@ -51,11 +52,24 @@ class Backend(ABC):
     capability: ClassVar[Capability]
     # prefill/decode disaggregation (llmsim/disagg.py): the backend runs KV transfers
     supports_disaggregation: ClassVar[bool] = False
+    # data-parallel MoE groups (llmsim/dp.py): the backend runs lockstep steps (submit_dp_step)
+    supports_data_parallel: ClassVar[bool] = False
+    # False: submit() / submit_dp_step() accept no graphs and time batches from their shapes, so
+    # the engine builds none unless something else (a trace dump) wants them.
+    needs_graphs: ClassVar[bool] = True
 
     def kv_transfer_ns(self, src: int, dst: int, shard_bytes: int) -> int | None:
         """A KV transfer from instance src to instance dst, every rank sending shard_bytes to its
         peer at once; None: llmsim's network model times it (disagg.kv_transfer_ns)."""
         return None
+
+    def submit_dp_step(self, insts: "list[Instance]", batches: "list[Batch | None]", tokens: list[int], step: "DPStep",
+                       graphs: "list[IterationGraph] | None", t_ns: int, detail: bool = False):
+        """One lockstep step of a data-parallel group from t_ns: rank r runs batches[r] (None: a
+        dummy batch) on tokens[r] tokens, every MoE layer as `step` says (graph/dp_step.py); graphs
+        (one per rank) when the backend needs_graphs or a dump wants them. Returns (the step's end:
+        the slowest rank's, per-rank StageEvent lists when detail else None)."""
+        raise NotImplementedError(f"backend {self.name} does not run data-parallel groups")
 
     def close(self) -> None:
         """Release processes and files; safe to call twice."""
@@ -69,9 +83,6 @@ class Backend(ABC):
 
 class StageTimingBackend(Backend):
     capability = Capability.TIMES_STAGES
-    # False: submit() accepts graph=None and times the batch from its shape, so the engine builds
-    # no graph unless something else (a trace dump) wants one.
-    needs_graphs: ClassVar[bool] = True
     @abstractmethod
     def submit(self, inst: "Instance", batch: "Batch", graph: "IterationGraph | None", t_ns: int,
                detail: bool = False) -> BatchTiming:

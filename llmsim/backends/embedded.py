@@ -8,7 +8,8 @@ same builder and network model, give the same times (tests/test_fast_path.py).
 from ..config.cluster import ClusterConfig
 from ..graph.iteration import IterationGraph, OpKind, StageProgram
 from .base import BatchTiming, StageEvent, StageTimingBackend
-from .fabric import InstanceLinks, allgather_ns, allreduce_ns, dp_link, dp_moe_comm_ns, instance_links
+from .fabric import (InstanceLinks, allgather_ns, allreduce_ns, dp_allgather_ns, dp_reducescatter_ns,
+                     instance_links)
 from .network import mem_ns, p2p_ns
 from .placement import Placement, StageSplit, StageTimes
 from .stage_cost import StageCosts
@@ -22,6 +23,7 @@ class EmbeddedBackend(StageTimingBackend):
     name = "embedded"
     needs_graphs = False
     supports_disaggregation = True
+    supports_data_parallel = True
 
     def __init__(self, cluster: ClusterConfig):
         self._links = {i.index: instance_links(cluster, i) for i in cluster.instances}
@@ -31,8 +33,6 @@ class EmbeddedBackend(StageTimingBackend):
         self.placement = Placement(cluster)
         self._where: dict[int, tuple] = {}  # instance -> (its stage costs, index, first NPU, tp)
         self._cluster = cluster
-        self._dp_link = None  # the link between a data-parallel group's ranks (fabric.dp_link)
-        self.dp_steps = 0  # data-parallel group steps submitted (a random routing draws once per step)
 
     # -- the network model: a stage's busy time ------------------------------------------------
     def _op_ns(self, op, links: InstanceLinks, stage: int, local_bw: float) -> int:
@@ -45,6 +45,10 @@ class EmbeddedBackend(StageTimingBackend):
             return p2p_ns(links.boundary[stage], op.size_bytes)
         if k is OpKind.ALLGATHER:
             return allgather_ns(links, op.size_bytes)
+        if k is OpKind.DP_ALLGATHER:
+            return dp_allgather_ns(links, op.size_bytes)
+        if k is OpKind.DP_REDUCESCATTER:
+            return dp_reducescatter_ns(links, op.size_bytes, local_bw)
         return 0  # RECV waits; host-memory ops are placed by the placement (they queue across ranks)
 
     def stage_busy_ns(self, prog: StageProgram, instance: int, local_bw: float) -> int:
@@ -104,30 +108,17 @@ class EmbeddedBackend(StageTimingBackend):
         stage0, end = self.placement.place_ends(index, first_npu, tp, batch.id, times, t_ns)
         return _timing(BatchTiming, (stage0, end, None))  # BatchTiming(stage0, end, None), at half the cost
 
-    def submit_dp_step(self, insts, batches, tokens: list[int], t_ns: int, detail: bool = False):
-        """One lockstep step of a data-parallel group (llmsim/dp.py): every rank runs its batch (None:
-        a dummy batch) on tokens[r] tokens from t_ns; each MoE layer's experts see the tokens of every
-        rank (all-gathered, then reduce-scattered over the link between the ranks). Returns (the
-        step's end: the slowest rank's, per-rank StageEvents when detail else None)."""
+    def submit_dp_step(self, insts, batches, tokens: list[int], step, graphs, t_ns: int, detail: bool = False):
+        """Each rank's step timed from its shape (StageCosts.dp_times: its layers on its tokens, every
+        MoE layer the step's expert block and the group's all-gather and reduce-scatter); graphs,
+        when given, are timed as built instead (they equal: tests/test_dp_groups.py)."""
         first = insts[0]
-        if self._dp_link is None:
-            self._dp_link = dp_link(self._cluster, [i.config for i in insts])
-        m = first.model
-        gathered = sum(tokens)
-        mt = first.timer.moe_tokens_ns(gathered, ("dp", self.dp_steps))
-        self.dp_steps += 1
-        comm = dp_moe_comm_ns(self._dp_link, len(insts), max(tokens), gathered, m.hidden_size, m.moe.num_experts,
-                              first.layout.act_bytes, first.config.npu_mem.bw_gbps)
-        end, events = 0, [] if detail else None
-        for inst, batch, n in zip(insts, batches, tokens):
-            _, index, first_npu, tp, costs = self._costs(inst)
-            times = costs.dp_times(batch, n, mt + comm)
-            bid = batch.id if batch is not None else -1
-            if detail:
-                evs = self.placement.place(index, first_npu, tp, bid, times, t_ns)
-                events.append(evs)
-                e = evs[-1].end_ns
-            else:
-                e = self.placement.place_ends(index, first_npu, tp, bid, times, t_ns)[1]
-            end = max(end, e)
-        return end, events
+        links = self._links[first.index]
+        comm = (dp_allgather_ns(links, step.gather_bytes)
+                + dp_reducescatter_ns(links, step.scatter_bytes, self._local_bw[first.index]))
+        if graphs is not None:
+            times = [self.stage_times(g) for g in graphs]
+        else:
+            times = [self._costs(inst)[4].dp_times(batch, n, step.moe_ns + comm)
+                     for inst, batch, n in zip(insts, batches, tokens)]
+        return self.placement.place_dp(insts, batches, times, t_ns, detail)

@@ -12,6 +12,7 @@ from .network import (Link, hierarchical_allgather_ns, hierarchical_allreduce_ns
 class InstanceLinks:
     tp_dims: tuple[tuple[Link, int], ...]  # the TP group's ring dimensions, innermost first: (link, NPUs)
     boundary: tuple[Link, ...]  # stage s's SEND to stage s + 1 crosses boundary[s]
+    dp: tuple[Link, int] | None = None  # a data-parallel group's MoE collectives: (link, ranks)
 
 
 def _hop(bw: float, latency: float, hops: int) -> Link:
@@ -20,11 +21,15 @@ def _hop(bw: float, latency: float, hops: int) -> Link:
 
 def instance_links(cluster: ClusterConfig, inst: InstanceConfig) -> InstanceLinks:
     net, tp, pp = cluster.network, inst.tp_size, inst.pp_size
+    dp = None
+    if inst.dp_group is not None:
+        members = [i for i in cluster.instances if i.dp_group == inst.dp_group]
+        dp = (dp_link(cluster, members), len(members))
     if net is None:
         bw, lat = cluster.link_bw_gbps, cluster.link_latency_ns
         dim = lambda vals, k: vals[k] if k < len(vals) else vals[0]  # a scalar is broadcast to every dimension
         k = 1 if max(len(bw), len(lat)) > 1 else 0
-        return InstanceLinks(((Link(bw[0], lat[0]), tp),), (Link(dim(bw, k), dim(lat, k)),) * (pp - 1))
+        return InstanceLinks(((Link(bw[0], lat[0]), tp),), (Link(dim(bw, k), dim(lat, k)),) * (pp - 1), dp)
     intra = _hop(net.intra.bw_gbps, net.intra.latency_ns, net.intra.hops)
     inter = _hop(net.inter.bw_gbps, net.inter.latency_ns, net.inter.hops)
     g = net.gpus_per_node
@@ -34,7 +39,7 @@ def instance_links(cluster: ClusterConfig, inst: InstanceConfig) -> InstanceLink
     for s in range(pp - 1):
         src = inst.first_npu + s * tp  # rank r sends to rank r: every rank crosses the same fabric
         boundary.append(intra if net.node_of(src) == net.node_of(src + tp) else inter)
-    return InstanceLinks(tp_dims, tuple(boundary))
+    return InstanceLinks(tp_dims, tuple(boundary), dp)
 
 
 def allreduce_ns(links: InstanceLinks, size_bytes: int, *, local_mem_bw_gbps: float, total_npus: int) -> int:
@@ -66,14 +71,14 @@ def dp_link(cluster: ClusterConfig, members) -> Link:
     return _hop(fab.bw_gbps, fab.latency_ns, fab.hops)
 
 
-def dp_moe_comm_ns(link: Link, ranks: int, rank_tokens: int, gathered_tokens: int, hidden: int, num_experts: int,
-                   act_bytes: int, local_mem_bw_gbps: float) -> int:
-    """One MoE layer's dispatch and combine in a data-parallel group, as vLLM's default all2all
-    backend (allgather_reducescatter, AgRsAll2AllManager) runs them over the DP group: an all-gather
-    of each rank's hidden states and router logits (rank_tokens x (hidden + experts) elements; the
-    gather is as slow as its largest piece) before the experts, a reduce-scatter of the experts'
-    output (gathered_tokens x hidden) after."""
-    gather = ring_allgather_ns(link, rank_tokens * (hidden + num_experts) * act_bytes, ranks)
-    scatter = ring_reducescatter_ns(link, gathered_tokens * hidden * act_bytes, ranks,
-                                    local_mem_bw_gbps=local_mem_bw_gbps)
-    return gather + scatter
+def dp_allgather_ns(links: InstanceLinks, size_bytes: int) -> int:
+    """A DP group's MoE dispatch (vLLM's AgRsAll2AllManager.dispatch: all_gatherv of hidden states
+    and router logits over the DP group), size_bytes one rank's part: a ring on the group's link."""
+    link, ranks = links.dp
+    return ring_allgather_ns(link, size_bytes, ranks)
+
+
+def dp_reducescatter_ns(links: InstanceLinks, size_bytes: int, local_mem_bw_gbps: float) -> int:
+    """A DP group's MoE combine (reduce_scatterv of the experts' output), size_bytes the whole tensor."""
+    link, ranks = links.dp
+    return ring_reducescatter_ns(link, size_bytes, ranks, local_mem_bw_gbps=local_mem_bw_gbps)

@@ -58,6 +58,22 @@ class Placement:
             return events[0].first_rank_end_ns, events[-1].end_ns
         return self._place1(instance, first_npu, batch_id, times, t_ns, None)
 
+    def place_dp(self, insts, batches, times: list[StageTimes], t_ns: int, detail: bool):
+        """A data-parallel group's step: each rank's times placed on its NPUs from t_ns (a dummy
+        batch as id -1). Returns (the step's end: the slowest rank's, per-rank events when detail)."""
+        end, events = 0, [] if detail else None
+        for inst, batch, rank_times in zip(insts, batches, times):
+            layout = inst.layout
+            bid = batch.id if batch is not None else -1
+            if detail:
+                evs = self.place(inst.index, layout.first_npu, layout.tp_size, bid, rank_times, t_ns)
+                events.append(evs)
+                e = evs[-1].end_ns
+            else:
+                e = self.place_ends(inst.index, layout.first_npu, layout.tp_size, bid, rank_times, t_ns)[1]
+            end = max(end, e)
+        return end, events
+
     def _place1(self, instance, first_npu, batch_id, times, t_ns, events, split=None) -> tuple[int, int]:
         free = self._free[instance]
         ready = t_ns

@@ -41,13 +41,18 @@ class InstanceLayout:
         return stage_layer_counts(self.model.num_layers, self.pp_size)
 
 
-def _compute_ops(layers, durations: dict[str, int], act_bytes: int, tp: int) -> list[Op]:
+def _compute_ops(layers, durations: dict[str, int], act_bytes: int, tp: int, dp=None, moe=()) -> list[Op]:
     ops = []
     for name in layers:
         d = durations.get(name)
         if d is None:  # layer absent from the profile (e.g. no attention row): skipped
             continue
-        ops.append(Op(OpKind.COMPUTE, name, duration_ns=d))
+        if dp is not None and name in moe:  # a DP group's dispatch, experts, combine (graph/dp_step.py)
+            ops += [Op(OpKind.DP_ALLGATHER, "moe.dispatch", size_bytes=dp.gather_bytes),
+                    Op(OpKind.COMPUTE, name, duration_ns=d),
+                    Op(OpKind.DP_REDUCESCATTER, "moe.combine", size_bytes=dp.scatter_bytes)]
+        else:
+            ops.append(Op(OpKind.COMPUTE, name, duration_ns=d))
         if tp > 1 and name in ALLREDUCE_AFTER:
             ops.append(Op(OpKind.ALLREDUCE, f"{name}.allreduce", size_bytes=act_bytes))
     return ops
@@ -75,24 +80,28 @@ def _boundary_ops(layout: InstanceLayout, tokens: int, s: int) -> tuple[list[Op]
     return recv, [Op(OpKind.SEND, f"send_{t}", size_bytes=part, peer_stage=s) for t in PP_TENSORS]
 
 
-def build_graph(layout: InstanceLayout, batch: Batch, durations: dict[str, int]) -> IterationGraph:
+def build_graph(layout: InstanceLayout, batch: Batch, durations: dict[str, int], dp=None,
+                host_io: bool = True, dp_step: int = -1) -> IterationGraph:
+    """dp (graph/dp_step.DPStep): a data-parallel group's step, each MoE layer between its dispatch
+    and combine; host_io False: no token ids in or out (vLLM's DP dummy batch)."""
     m, arch, pp, tp = layout.model, layout.arch, layout.pp_size, layout.tp_size
     b = layout.act_bytes
     act = batch.total_len * m.hidden_size * b  # one activation tensor: the TP all-reduces' size
-    block = tuple(_compute_ops(arch.block_layers, durations, act, tp))
+    block = tuple(_compute_ops(arch.block_layers, durations, act, tp, dp, arch.mlp_moe))
     stages, first = [], 0
     for s, n in enumerate(layout.layer_counts):
         if s == 0:
             # token ids come in from host memory
-            head = [Op(OpKind.MEM_LOAD, "input", size_bytes=batch.total_len * 2 * b)]
+            head = [Op(OpKind.MEM_LOAD, "input", size_bytes=batch.total_len * 2 * b)] if host_io else []
             head += _compute_ops(arch.prologue, durations, act, tp)
         else:
             head = _boundary_ops(layout, batch.total_len, s)[0]
         if s == pp - 1:
             tail = _compute_ops(arch.head, durations, act, tp)
-            tail.append(Op(OpKind.MEM_STORE, "output", size_bytes=4 * batch.total_len))
+            if host_io:
+                tail.append(Op(OpKind.MEM_STORE, "output", size_bytes=4 * batch.total_len))
         else:
             tail = _boundary_ops(layout, batch.total_len, s + 1)[1]
         stages.append(StageProgram(s, first, tuple(head), block, n, tuple(tail)))
         first += n
-    return IterationGraph(batch.id, layout.instance, layout.first_npu, tp, tuple(stages))
+    return IterationGraph(batch.id, layout.instance, layout.first_npu, tp, tuple(stages), dp_step)

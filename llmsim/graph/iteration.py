@@ -15,6 +15,10 @@ class OpKind(IntEnum):
     MEM_LOAD = 4
     MEM_STORE = 5
     ALLGATHER = 6  # size_bytes: one rank's contribution (ASTRA-Sim's ALL_GATHER comm_size)
+    # A data-parallel group's MoE dispatch and combine (graph/dp_step.py): over the group's ranks
+    # (the same TP rank of every DP rank), not the TP group.
+    DP_ALLGATHER = 7  # size_bytes: one rank's contribution
+    DP_REDUCESCATTER = 8  # size_bytes: the whole tensor (ASTRA-Sim's REDUCE_SCATTER comm_size)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class IterationGraph:
     first_npu: int
     tp_size: int
     stages: tuple[StageProgram, ...]
+    dp_step: int = -1  # a data-parallel group's step number (its ranks' graphs run together); -1: none
 
     @property
     def pp_size(self) -> int:
