@@ -24,14 +24,16 @@ from pathlib import Path
 
 from llmsim.backends.base import ClockOwningBackend, StageEvent
 from llmsim.backends.embedded import EmbeddedBackend
+from llmsim.backends.placement import Placement
 from llmsim.errors import InputError
 from llmsim.results import SimResult
 from llmsim.session import Session
 
+from .dp_steps import DPSteps, check_group
 from .inputs import astra_layout, prefill_first, topology_dims, write_inputs
-from .kv_transfer import rank_pairs, run_on_fork, write_kv_transfer
+from .kv_transfer import rank_pairs, write_kv_transfer
 from .run_folder import RunFolder, TraceFiles
-from .process import AstraProcess, BackendError
+from .process import AstraProcess, BackendError, run_on_fork
 from .traces import write_graph, write_wait
 
 
@@ -59,6 +61,7 @@ class _Stage0:
 class ForkBackend(ClockOwningBackend):
     name = "astra-sim-fork"
     supports_disaggregation = True
+    supports_data_parallel = True  # each step in a run of its own (dp_steps.py), llmsim's lockstep loop
 
     def __init__(self, cluster, binary: Path, workdir: Path, timeout_s: float = 60.0,
                  run_folder: RunFolder | None = None, keep_traces: bool = False):
@@ -92,6 +95,21 @@ class ForkBackend(ClockOwningBackend):
         self._end_ns = 0  # the last completion: the run's end, as on the embedded backend
         self._kv: dict[tuple[int, int, int], int] = {}  # (src, dst, shard bytes) -> transfer ns
         self.paths = None
+        check_group(cluster, "llmservingsim")
+        self._dp = DPSteps(self.workdir / "workload", self._write_anonymous, self._run_once, self.traces)
+        self._dp_placement = None
+
+    def submit_dp_step(self, insts, batches, tokens, step, graphs, t_ns: int, detail: bool = False):
+        if self.paths is None:
+            self.paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
+            self._dp_placement = Placement(self.cluster)
+        return self._dp.place(self._dp_placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail)
+
+    def _write_anonymous(self, graph, prefix: Path) -> None:
+        write_graph(graph, prefix, "llmservingsim", self.multi_dim, anonymous=True, layout=self.layout)
+
+    def _run_once(self, prefix: Path, what: str, needed: list[int]) -> dict[int, int]:
+        return run_on_fork(self.binary, self.paths, prefix, needed, self.cluster.total_npus, self.timeout_s, what)
 
     def close(self) -> None:
         if self.run_folder is not None:
@@ -106,8 +124,8 @@ class ForkBackend(ClockOwningBackend):
             prefix = write_kv_transfer(self.workdir / "workload" / f"kv_{src}_{dst}_{shard_bytes}" / "llm", pairs,
                                        shard_bytes, "llmservingsim", self.cluster.total_npus)
             self.traces.written(prefix)
-            self._kv[key] = run_on_fork(self.binary, self.paths, prefix, [d for _, d in pairs],
-                                        self.cluster.total_npus, self.timeout_s)
+            finish = self._run_once(prefix, "timing a KV transfer", [d for _, d in pairs])
+            self._kv[key] = max(finish.values())
             self.traces.done(prefix)
         return self._kv[key]
 

@@ -8,7 +8,6 @@ shape (instances, bytes) once, in a run of its own, and caches it.
 from pathlib import Path
 
 from .chakra.codec import comp_node, global_metadata, recv_node, send_node, write_et
-from .process import AstraProcess, BackendError
 
 
 def rank_pairs(cluster, src: int, dst: int, ident) -> list[tuple[int, int]]:
@@ -30,29 +29,3 @@ def write_kv_transfer(prefix: Path, pairs, shard_bytes: int, flavor: str, total_
     for n, ns in nodes.items():
         write_et(f"{prefix}.{n}.et", meta, ns or idle)
     return prefix
-
-
-def run_on_fork(binary: Path, paths, prefix: Path, receivers: list[int], total_npus: int,
-                timeout_s: float) -> int:
-    """One run of the fork on the transfer trace; returns the last receiver's finish time (ns).
-    Every NPU is its own start NPU, so each reports when done; the run exits once every receiver
-    has."""
-    cmd = [str(binary), f"--workload-configuration={prefix}", f"--system-configuration={paths.system}",
-           f"--network-configuration={paths.network}", f"--memory-configuration={paths.memory}",
-           f"--start-npu-ids={','.join(str(n) for n in range(total_npus))},"]
-    proc = AstraProcess(cmd, str(prefix.parent), timeout_s)
-    finish: dict[int, int] = {}
-    need = set(receivers)
-    try:
-        while len(finish) < len(need):
-            r = proc.next_report(f"timing a KV transfer ({prefix}.*.et)")
-            if r.iteration > 0:
-                raise BackendError(f"ASTRA-Sim reported workload {r.iteration} of NPU {r.npu} in a one-workload run")
-            if r.npu in need:
-                finish.setdefault(r.npu, r.tick_ns)
-            if len(finish) < len(need):
-                proc.answer("pass")
-        proc.finish()
-    finally:
-        proc.close()
-    return max(finish.values())

@@ -8,7 +8,7 @@ from .binary import find_binary
 from .fork_driver import ForkBackend
 from .run_folder import RunFolder
 from .inputs import astra_layout, topology_dims
-from .traces import write_graph
+from .traces import graph_folder, write_graph
 from .upstream import UpstreamBackend
 
 
@@ -34,7 +34,7 @@ def make_backend(sim, options: dict):
 
 def trace_dumper(cluster, folder: str, flavor: str):
     """llmsim.trace_writers `chakra`: an on_graph callback writing every iteration's per-NPU .et
-    files under folder/instance<i>_batch<b>/."""
+    files under folder/instance<i>_batch<b>/ (a data-parallel group's steps: folder/dp_step<k>/)."""
     multi = len(topology_dims(cluster)) > 1
     layout = astra_layout(cluster, flavor) if cluster.network is not None else None
     root = Path(folder)
@@ -44,6 +44,5 @@ def trace_dumper(cluster, folder: str, flavor: str):
         raise InputError(f"{root}: cannot write traces there ({e.strerror})") from None
 
     def dump(graph):
-        write_graph(graph, root / f"instance{graph.instance}_batch{graph.batch_id}" / "llm", flavor, multi,
-                    layout=layout)
+        write_graph(graph, root / graph_folder(graph) / "llm", flavor, multi, layout=layout)
     return dump

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from llmsim.errors import InputError
 
@@ -159,3 +160,29 @@ class AstraProcess:
                 f.close()
             except (OSError, ValueError):
                 pass
+
+
+def run_on_fork(binary: Path, paths, prefix: Path, needed: list[int], total_npus: int, timeout_s: float,
+                what: str) -> dict[int, int]:
+    """One run of the fork on one workload (a KV transfer, a data-parallel step), apart from the
+    run's persistent process; returns the finish time (ns) of each NPU in `needed`. Every NPU is
+    its own start NPU, so each reports when done; the run exits once every needed NPU has."""
+    cmd = [str(binary), f"--workload-configuration={prefix}", f"--system-configuration={paths.system}",
+           f"--network-configuration={paths.network}", f"--memory-configuration={paths.memory}",
+           f"--start-npu-ids={','.join(str(n) for n in range(total_npus))},"]
+    proc = AstraProcess(cmd, str(prefix.parent), timeout_s)
+    finish: dict[int, int] = {}
+    need = set(needed)
+    try:
+        while len(finish) < len(need):
+            r = proc.next_report(f"{what} ({prefix}.*.et)")
+            if r.iteration > 0:
+                raise BackendError(f"ASTRA-Sim reported workload {r.iteration} of NPU {r.npu} in a one-workload run")
+            if r.npu in need:
+                finish.setdefault(r.npu, r.tick_ns)
+            if len(finish) < len(need):
+                proc.answer("pass")
+        proc.finish()
+    finally:
+        proc.close()
+    return finish

@@ -29,6 +29,9 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
     # TP collectives span dimension 0 only
     dims = list(layout.tp_involved) if layout is not None and layout.tp_involved else (
         [True, False] if multi_dim and layout is None else None)
+    # A DP group's collectives span every other dimension: the same TP rank of each DP rank (the
+    # bridge runs a group alone in the cluster: astra_bridge/dp_steps.py)
+    dp_dims = None if dims is None else [not d for d in dims]
     nodes, fused, fused_names = [], 0, []
 
     def add(make, *args, **kw):
@@ -74,6 +77,10 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
         if op.kind in (OpKind.ALLREDUCE, OpKind.ALLGATHER):
             kind = CollectiveCommType.ALL_REDUCE if op.kind is OpKind.ALLREDUCE else CollectiveCommType.ALL_GATHER
             add(coll_node, op.name, kind, op.size_bytes, involved_dim=dims)
+        elif op.kind in (OpKind.DP_ALLGATHER, OpKind.DP_REDUCESCATTER):
+            kind = (CollectiveCommType.ALL_GATHER if op.kind is OpKind.DP_ALLGATHER
+                    else CollectiveCommType.REDUCE_SCATTER)
+            add(coll_node, op.name, kind, op.size_bytes, involved_dim=dp_dims)
         elif op.kind is OpKind.SEND:
             add(send_node, op.name, me, ident(graph.npu(op.peer_stage, rank)), op.size_bytes, _tag(tag, sends))
             sends += 1
@@ -98,7 +105,7 @@ def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: boo
     anonymous: no batch id in the files (tag 0), so two batches of one shape give identical bytes
     (a graph run in a process of its own needs no unique tags)."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    name = "iteration" if anonymous else f"instance{graph.instance}_batch{graph.batch_id}"
+    name = "iteration" if anonymous else graph_folder(graph)
     meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file=name)
     for stage in range(graph.pp_size):
         for rank in range(graph.tp_size):
@@ -107,6 +114,14 @@ def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: boo
                                                            mem_cost_ns=mem_cost_ns, tag=0 if anonymous else None,
                                                            layout=layout))
     return prefix
+
+
+def graph_folder(graph: IterationGraph) -> str:
+    """Where a dump puts a graph's files: a batch's own folder, or one per step of a DP group (its
+    ranks' NPUs run together)."""
+    if graph.dp_step >= 0:
+        return f"dp_step{graph.dp_step}"
+    return f"instance{graph.instance}_batch{graph.batch_id}"
 
 
 def write_wait(npus, prefix: Path, flavor: str, duration_ns: int, empty=()) -> Path:

@@ -24,6 +24,7 @@ from llmsim.config.cluster import ClusterConfig
 from llmsim.graph.iteration import IterationGraph
 
 from .chakra.codec import comp_node, global_metadata, write_et
+from .dp_steps import DPSteps, check_group
 from .inputs import astra_layout, write_inputs
 from .kv_transfer import rank_pairs, write_kv_transfer
 from .run_folder import RunFolder, TraceFiles
@@ -37,6 +38,7 @@ class UpstreamBackend(StageTimingBackend):
     name = "astra-sim-upstream"
     needs_graphs = True
     supports_disaggregation = True
+    supports_data_parallel = True
 
     def __init__(self, cluster: ClusterConfig, binary: Path, workdir: Path, timeout_s: float = 60.0,
                  run_folder: RunFolder | None = None, keep_traces: bool = False):
@@ -53,6 +55,17 @@ class UpstreamBackend(StageTimingBackend):
         self._cache: dict[str, tuple[list[int], Path]] = {}  # trace digest -> (stage times, first prefix)
         self.traces = TraceFiles(self.workdir / "graphs", keep_traces)
         self._model = EmbeddedBackend(cluster)  # splits a stage's busy time into compute and SEND for the accounting
+        check_group(cluster, "upstream")
+        self._dp = DPSteps(self.workdir / "graphs", self._write_anonymous, self._run_prefix, self.traces)
+
+    def submit_dp_step(self, insts, batches, tokens, step, graphs, t_ns: int, detail: bool = False):
+        return self._dp.place(self.placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail)
+
+    def _write_anonymous(self, graph: IterationGraph, prefix: Path) -> None:
+        host = self._host[graph.instance]
+        write_graph(graph, prefix, "upstream", self.multi_dim,
+                    mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size), anonymous=True,
+                    layout=self.layout)
 
     def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
         # ASTRA-Sim's measured stage times already include host-memory loads and stores.
@@ -95,10 +108,7 @@ class UpstreamBackend(StageTimingBackend):
 
     def _stage_busy(self, graph: IterationGraph) -> list[int]:
         prefix = self.workdir / "graphs" / f"instance{graph.instance}_batch{graph.batch_id}" / "llm"
-        host = self._host[graph.instance]
-        write_graph(graph, prefix, "upstream", self.multi_dim,
-                    mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size), anonymous=True,
-                    layout=self.layout)
+        self._write_anonymous(graph, prefix)
         ident = self.layout.id if self.layout is not None else (lambda n: n)
         # Upstream simulates the whole system: other NPUs get a 1 us compute node (it rejects an
         # empty workload); they exchange nothing with ours, so our timing is unaffected.

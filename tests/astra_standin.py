@@ -8,7 +8,8 @@ A test double: it lives with the tests and is run by path, with the repository r
 It speaks the fork's persistent-process protocol (docs/astra-sim-interface.md) and executes the .et
 files we write (read with our own codec) with the congestion-unaware analytical timing
 (docs/astra-bridge.md, "Analytical timing"): one global integer-ns clock, COMP = duration, SEND/RECV =
-trunc(hops*L + S/Bpns) on the first differing dimension, ring ALL_REDUCE, MEM = latency + S/bw with
+trunc(hops*L + S/Bpns) on the first differing dimension, ring ALL_REDUCE, ALL_GATHER and
+REDUCE_SCATTER (one dimension), MEM = latency + S/bw with
 per-device FIFOs.
 
 Loop, as the fork's main.cc: run every event at the next event time (or, with nothing pending, step
@@ -35,7 +36,8 @@ import yaml
 
 from astra_bridge.chakra import codec
 from astra_bridge.chakra.et_def import CollectiveCommType
-from llmsim.backends.network import Link, hierarchical_allgather_ns, hierarchical_allreduce_ns, mem_ns, p2p_ns
+from llmsim.backends.network import (Link, hierarchical_allgather_ns, hierarchical_allreduce_ns, mem_ns, p2p_ns,
+                                     ring_reducescatter_ns)
 
 FLAVOR = "llmservingsim"
 IDLE_STEP_NS = 1_000_000  # the fork's EventQueue::add_current_time() on an empty queue
@@ -121,6 +123,17 @@ class Topology:
             return None
         return hierarchical_allgather_ns(tuple((self.ring_links[d], self.dims[d]) for d in dims), size,
                                          endpoint_delay_ns=self.e, splits=self.splits)
+
+    @lru_cache(maxsize=None)
+    def reducescatter_ns(self, size: int, involved: tuple[bool, ...]) -> int | None:
+        dims = [d for d, n in enumerate(self.dims) if involved[d] and n > 1]
+        if not dims:
+            return None
+        if len(dims) > 1:
+            raise StandinError("REDUCE_SCATTER over several dimensions is not modelled by the stand-in")
+        d = dims[0]
+        return ring_reducescatter_ns(self.ring_links[d], size, self.dims[d], local_mem_bw_gbps=self.local_bw,
+                                     endpoint_delay_ns=self.e)
 
     def memory(self, loc: int) -> dict:
         tier = self.mem.get(_TIERS.get(loc, ""))
@@ -281,7 +294,8 @@ class StandIn:
             if ctype == CollectiveCommType.BROADCAST:  # the fork just waits duration_micros (ns)
                 self.at(now + codec.duration_ns(FLAVOR, node), self.done, *me)
                 return
-            if ctype not in (CollectiveCommType.ALL_REDUCE, CollectiveCommType.ALL_GATHER):
+            if ctype not in (CollectiveCommType.ALL_REDUCE, CollectiveCommType.ALL_GATHER,
+                             CollectiveCommType.REDUCE_SCATTER):
                 raise StandinError(f"NPU {npu.id} {w.prefix}: collective type {ctype} is not modelled by the stand-in")
             n = len(self.topo.dims)
             involved = a.get("involved_dim")
@@ -290,17 +304,25 @@ class StandIn:
             k = self.coll_count[(npu.id, group)]
             self.coll_count[(npu.id, group)] += 1
             members = self.colls[(group, k)]
-            members.append(me)
-            if len(members) == len(group):  # the last member has arrived: the ring starts now
+            members.append((now, me))
+            if len(members) == len(group):  # the last member has arrived
                 del self.colls[(group, k)]
-                cost = self.topo.allreduce_ns if ctype == CollectiveCommType.ALL_REDUCE else self.topo.allgather_ns
+                cost = {CollectiveCommType.ALL_REDUCE: self.topo.allreduce_ns, CollectiveCommType.ALL_GATHER:
+                        self.topo.allgather_ns, CollectiveCommType.REDUCE_SCATTER: self.topo.reducescatter_ns}[ctype]
                 t = cost(int(a["comm_size"]), involved)
                 if t is None:
                     print(f"standin: NPU {npu.id} all-reduce over size-1 dims never completes "
                           f"(as in ASTRA-Sim)", file=sys.stderr, flush=True)
                     return
-                for m in members:
-                    self.at(now + t, self.done, *m)
+                if len(members) == 2:
+                    # measured on the fork (two NPUs issuing 100 us apart): a rank is done when its
+                    # peer's part has reached it, at max(its own issue, the peer's issue + t)
+                    (t0, m0), (t1, m1) = members
+                    self.at(max(t0, t1 + t), self.done, *m0)
+                    self.at(max(t1, t0 + t), self.done, *m1)
+                else:  # the ring starts at the last arrival (see allreduce_ns)
+                    for _, m in members:
+                        self.at(now + t, self.done, *m)
         else:
             raise StandinError(f"NPU {npu.id} {w.prefix}: node {nid} has type {kind}, which the stand-in does not run")
 

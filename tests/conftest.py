@@ -1,4 +1,5 @@
 import csv
+import os
 import stat
 import sys
 from pathlib import Path
@@ -27,6 +28,17 @@ def run_cli(*args):
 def read_rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def real_astra(flavor):
+    """A real ASTRA-Sim build of the flavour, from LLMSIM_ASTRA_SIM_FORK / LLMSIM_ASTRA_SIM_UPSTREAM
+    (or LLMSIM_ASTRA_SIM, by file name); None when there is none."""
+    path = os.environ.get({"llmservingsim": "LLMSIM_ASTRA_SIM_FORK", "upstream": "LLMSIM_ASTRA_SIM_UPSTREAM"}[flavor])
+    generic = os.environ.get("LLMSIM_ASTRA_SIM")
+    names = {"llmservingsim": "AnalyticalAstra", "upstream": "AstraSim_Analytical_Congestion_Unaware"}
+    if not path and generic and Path(generic).name == names[flavor]:
+        path = generic
+    return path
 
 
 def standin_shim(tmp_path, name="AnalyticalAstra", env_line=""):

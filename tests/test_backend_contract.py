@@ -7,7 +7,6 @@ parsing are checked without a build); and real builds when LLMSIM_ASTRA_SIM_FORK
 LLMSIM_ASTRA_SIM_UPSTREAM (or LLMSIM_ASTRA_SIM, by file name) point at them.
 """
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,11 @@ from llmsim.backends.base import Backend, Capability, ClockOwningBackend, StageT
 from llmsim.config.engine import EngineArgs
 from llmsim.session import Session
 from llmsim.simulate import make_backend, prepare, run
-from conftest import fake_upstream, standin_shim
+from conftest import fake_upstream, real_astra, standin_shim
 
 PP2 = "configs/cluster/single_node_pp_instance.json"
 TP2PP2 = "configs/cluster/single_node_tp_pp_instance.json"
 EXAMPLE = "workloads/example_trace.jsonl"
-
-def _real(flavor):
-    path = os.environ.get({"llmservingsim": "LLMSIM_ASTRA_SIM_FORK", "upstream": "LLMSIM_ASTRA_SIM_UPSTREAM"}[flavor])
-    generic = os.environ.get("LLMSIM_ASTRA_SIM")
-    names = {"llmservingsim": "AnalyticalAstra", "upstream": "AstraSim_Analytical_Congestion_Unaware"}
-    if not path and generic and Path(generic).name == names[flavor]:
-        path = generic
-    return path
-
 
 KINDS = ["embedded", "fork-standin", "upstream-fake", "fork-real", "upstream-real"]
 
@@ -50,7 +40,7 @@ def factory(request, tmp_path, monkeypatch):
         return (lambda sim: make_backend(sim, "astra-sim", {"astra_sim_bin": str(exe),
                                                              "astra_sim_flavor": "upstream"})), False
     flavor = "llmservingsim" if kind == "fork-real" else "upstream"
-    path = _real(flavor)
+    path = real_astra(flavor)
     if not path:
         pytest.skip(f"no real {flavor} build (set LLMSIM_ASTRA_SIM_{'FORK' if kind == 'fork-real' else 'UPSTREAM'})")
     return (lambda sim: make_backend(sim, "astra-sim", {"astra_sim_bin": path, "astra_sim_flavor": flavor})), False
@@ -153,3 +143,31 @@ def test_disaggregation_serves_as_the_embedded_model_times_it(factory, request, 
         assert a[rid][:2] == b[rid][:2] == (d, p)  # prefilled on the prefill instance, decoded on the other
         # upstream reads whole microseconds: within 0.02 % of the run
         assert a[rid][2] == b[rid][2] if exact else abs(a[rid][2] - b[rid][2]) <= 2e-4 * a[rid][2]
+
+
+DP2 = "configs/cluster/rtxpro6000_qwen3_30b_a3b_dp2_ep2.json"
+
+
+def test_data_parallel_group_serves_as_the_embedded_model_times_it(factory, request):
+    """A DP group's lockstep steps run on every backend: on ASTRA-Sim each distinct step's ranks run
+    together, the MoE dispatch and combine as ALL_GATHER and REDUCE_SCATTER over the group
+    (astra_bridge/dp_steps.py). Three requests: a prefill above the CUDA-graph sizes beside a
+    decode (no padding), padded steps, dummy batches, the wave's end."""
+    if request.node.callspec.params["factory"] == "upstream-fake":
+        pytest.skip("the fake upstream binary times single graphs only")
+    from llmsim.request import Request
+    reqs = lambda: [Request(id=0, arrival_ns=0, prompt_len=40, output_len=6),
+                    Request(id=1, arrival_ns=1_000_000, prompt_len=300, output_len=3),
+                    Request(id=2, arrival_ns=2_000_000, prompt_len=8, output_len=4)]
+    make, exact = factory
+    ref = run(prepare(DP2, EngineArgs(), reqs()))
+    sim = prepare(DP2, EngineArgs(), reqs())
+    got = run(sim, make(sim))
+    assert got.dp == ref.dp and ref.dp["dummy_batches"] > 0 and ref.dp["padded_tokens"] > 0
+    a = {r.id: (r.instance, r.end_ns) for done in ref.finished for r in done}
+    b = {r.id: (r.instance, r.end_ns) for done in got.finished for r in done}
+    assert a.keys() == b.keys() == {0, 1, 2}
+    for rid in a:
+        assert a[rid][0] == b[rid][0]
+        # upstream reads whole microseconds
+        assert a[rid][1] == b[rid][1] if exact else abs(a[rid][1] - b[rid][1]) <= 2e-4 * a[rid][1]

@@ -1,0 +1,71 @@
+"""A data-parallel group's MoE dispatch and combine in the Chakra traces, and ASTRA-Sim running them
+(real builds where LLMSIM_ASTRA_SIM_FORK / LLMSIM_ASTRA_SIM_UPSTREAM point at them, the fork's
+protocol stand-in otherwise)."""
+from pathlib import Path
+
+import pytest
+
+from astra_bridge.chakra.codec import attributes, node_type_name, read_et
+from astra_bridge.chakra.et_def import CollectiveCommType
+from astra_bridge.plugin import make_backend as bridge_backend
+from astra_bridge.traces import write_graph
+from llmsim import simulate
+from llmsim.config.engine import EngineArgs
+from llmsim.graph.iteration import IterationGraph, Op, OpKind, StageProgram
+from llmsim.request import Request
+from conftest import real_astra, standin_shim
+
+DP2 = Path(__file__).resolve().parents[1] / "configs/cluster/rtxpro6000_qwen3_30b_a3b_dp2_ep2.json"
+GATHER, SCATTER = 4 * (2048 + 128) * 2, 8 * 2048 * 2  # the one-request toy of tests/test_dp_groups.py
+
+
+def _toy_graphs():
+    graphs = []
+    sim = simulate.prepare(str(DP2), EngineArgs(), [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
+    simulate.run(sim, on_graph=graphs.append)
+    return graphs[:2]  # the first step: rank 0's 4-token prefill, rank 1's dummy padded to 4 tokens
+
+
+def _colls(prefix, npu, flavor):
+    _, nodes = read_et(f"{prefix}.{npu}.et")
+    return [(attributes(n)["comm_type"], attributes(n)["comm_size"], attributes(n).get("involved_dim"))
+            for n in nodes if node_type_name(flavor, n.type) == "COMM_COLL_NODE"]
+
+
+@pytest.mark.parametrize("flavor, involved", [("llmservingsim", [False, True]), ("upstream", None)])
+def test_every_moe_layer_gathers_and_scatters_over_the_group(tmp_path, flavor, involved):
+    # the fork's layout is [1, 2] (TP 1 x 2 instances): the group spans dimension 1; upstream drops
+    # the size-1 dimension, so the group is its only one (involved_dim left unset: every dimension)
+    graphs = _toy_graphs()
+    prefix = tmp_path / "step" / "llm"
+    for g in graphs:
+        write_graph(g, prefix, flavor, multi_dim=flavor == "llmservingsim")
+    layers = 48  # Qwen3-30B-A3B: every layer has experts
+    for npu in (0, 1):
+        colls = _colls(prefix, npu, flavor)
+        assert colls == [(CollectiveCommType.ALL_GATHER, GATHER, involved),
+                         (CollectiveCommType.REDUCE_SCATTER, SCATTER, involved)] * layers
+
+
+def _binaries(tmp_path):
+    out = [("llmservingsim", real_astra("llmservingsim") or str(standin_shim(tmp_path))),
+           ("upstream", real_astra("upstream"))]
+    return [(f, b) for f, b in out if b]
+
+
+def test_astra_sim_runs_the_collectives_as_llmsim_times_them(tmp_path):
+    """Two NPUs, each an all-gather of 17,408 B then a reduce-scatter of 32,768 B over the group, on
+    the config's 16 GB/s, 20 us link: 21,033 + 21,003 = 42,036 ns by hand (tests/test_dp_groups.py)."""
+    ops = (Op(OpKind.DP_ALLGATHER, "moe.dispatch", size_bytes=GATHER),
+           Op(OpKind.DP_REDUCESCATTER, "moe.combine", size_bytes=SCATTER))
+    ran = []
+    for flavor, binary in _binaries(tmp_path):
+        sim = simulate.prepare(str(DP2), EngineArgs(), [])
+        backend = bridge_backend(sim, {"astra_sim_bin": binary, "astra_sim_flavor": flavor,
+                                       "astra_sim_workdir": str(tmp_path / flavor)})
+        with backend:
+            graphs = [IterationGraph(-1, r, r, 1, (StageProgram(0, 0, (), ops, 1, ()),), dp_step=0) for r in (0, 1)]
+            end, events = backend.submit_dp_step(sim.instances, [None, None], [4, 4], None, graphs, 0, detail=True)
+        assert end == 42_036 and [e[0].end_ns for e in events] == [42_036, 42_036], flavor
+        ran.append(flavor)
+    assert "llmservingsim" in ran
