@@ -33,6 +33,13 @@ def is_data_parallel(instances) -> bool:
     return any(i.config.dp_group is not None for i in instances)
 
 
+def is_lockstep(instances) -> bool:
+    """A DP group of a mixture-of-experts model steps in lockstep (its MoE layers meet every step);
+    a dense model's DP ranks are independent engines (vLLM: EngineCoreProc, not DPEngineCoreProc),
+    served as any instances, routed by the DP load balancer."""
+    return is_data_parallel(instances) and instances[0].model.moe is not None
+
+
 def cuda_graph_max_tokens(max_num_seqs: int, max_num_batched_tokens: int) -> int:
     """The largest step vLLM runs under a CUDA graph by default (its capture sizes end there)."""
     return min(2 * max_num_seqs, CUDA_GRAPH_MAX, max_num_batched_tokens)
@@ -88,6 +95,7 @@ class DPSession(Session):
         """balancer: route by vLLM's DP load balancer; False: by the run's router (the reference's)."""
         super().__init__(instances, requests, **kw)
         self.balancer = DPBalancer([i.scheduler for i in instances]) if balancer else None
+        self.lockstep = is_lockstep(instances)
         self.dummy_batches = 0
         self.padded_tokens = 0
         self.group_steps = 0
@@ -95,10 +103,16 @@ class DPSession(Session):
     def _pick(self, now: int) -> int:
         return self.balancer.pick(now) if self.balancer is not None else super()._pick(now)
 
+    def complete_batch(self, i: int, batch_id: int, now: int) -> bool:
+        done = super().complete_batch(i, batch_id, now)
+        if not self.lockstep and self.balancer is not None:  # an independent engine reports after its step
+            self.balancer.observe(now)
+        return done
+
     def finish(self, now: int) -> SimResult:
         result = super().finish(now)
         result.dp = {"group": self.instances[0].config.dp_group, "ranks": len(self.instances),
-                     "steps": self.group_steps, "dummy_batches": self.dummy_batches,
+                     "lockstep": self.lockstep, "steps": self.group_steps, "dummy_batches": self.dummy_batches,
                      "padded_tokens": self.padded_tokens}
         return result
 

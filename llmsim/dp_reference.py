@@ -127,6 +127,10 @@ class ReferenceDPEngine:
             if i.config.tp_size != 1:
                 raise InputError(f"{i.config.where}.tp_size: --dp-sync reference (the reference's DP group) is "
                                  "modelled with tp_size 1, as the reference's validated run; use --dp-sync vllm")
+            if i.config.ep_size == 1:
+                raise InputError(f"{i.config.where}.ep_size: --dp-sync reference (the reference's DP group) is "
+                                 "modelled with expert parallelism (ep_size = the group's size), as the reference's "
+                                 "validated run; use --dp-sync vllm")
         self.session = session
         self.ranks = _Ranks(session.instances, backend, cluster)
 

@@ -120,10 +120,17 @@ def _timer(inst, args, model, dtype, fp, kv_fp):
     hw = load_hardware(inst.hardware, hw_dir)
     ep = inst.ep_size
     timer = RooflineTimer(model, arch, hw, fp, inst.tp_size, dtype=dtype, kv_dtype_bytes=kv_fp,
-                          ep=ep, expert_tp=1 if ep > 1 else inst.tp_size)
+                          ep=ep, expert_tp=_expert_tp(inst))
     note = (f"instance {inst.index}: no measured profile for {model.name} {dtype} tp={inst.tp_size} on "
             f"{inst.hardware}; timing from the roofline model (approximate: docs/roofline.md)")
     return timer, arch, note, ""
+
+
+def _expert_tp(inst: InstanceConfig) -> int:
+    """Over how many ranks each expert is sliced: 1 with expert parallelism (whole experts per EP
+    rank), else tp, flattened across a DP group as vLLM does (FusedMoEParallelConfig.make: without
+    enable_expert_parallel the experts' TP group is tp x dp)."""
+    return 1 if inst.ep_size > 1 else inst.tp_size * inst.dp_size
 
 
 def _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp):
@@ -135,13 +142,15 @@ def _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp):
     stay measured)."""
     arch, tp, k = bundle.architecture, inst.tp_size, model.moe.top_k
     has_table = "moe" in bundle.layers
-    if tp == 1 and has_table:
+    sliced = _expert_tp(inst)
+    if tp == 1 and sliced == 1 and has_table:
         return ProfileTimer(bundle, arch, top_k=k), ""
     if inst.ep_size > 1 and has_table:  # each EP rank holds its experts whole: what moe.csv measures
         return ProfileTimer(bundle, arch, top_k=k, moe_note=f"expert block per EP rank from tp1/moe.csv "
                             f"(ep={inst.ep_size}, the slowest rank)"), ""
-    why = (f"{bundle.hardware}/{bundle.variant} moe.csv times whole experts on one GPU, but with tp={tp} each GPU "
-           f"holds a 1/{tp} slice of every expert" if has_table else f"{bundle.root} has no moe.csv")
+    over = f"tp={tp}" if inst.dp_size == 1 else f"tp x dp = {tp} x {inst.dp_size} without expert parallelism"
+    why = (f"{bundle.hardware}/{bundle.variant} moe.csv times whole experts on one GPU, but with {over} each GPU "
+           f"holds a 1/{sliced} slice of every expert" if has_table else f"{bundle.root} has no moe.csv")
     hw_file = locate_dir("configs/hardware", f"{inst.hardware}.json") / f"{inst.hardware}.json"
     if not hw_file.is_file():  # nothing to time the sliced block with: the table (an over-estimate) or nothing
         what = "timed from that table (whole experts: an over-estimate)" if has_table else "not timed"
@@ -149,7 +158,7 @@ def _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp):
                 f"instance {inst.index}: {why}; no hardware file for the roofline, so the expert block is {what}")
     ep = inst.ep_size  # here only without a table when ep > 1: the roofline's EP rank holds its experts whole
     roof = RooflineTimer(model, arch, load_hardware(hw_file), fp, tp, dtype=dtype, kv_dtype_bytes=kv_fp,
-                         ep=ep, expert_tp=1 if ep > 1 else tp)
+                         ep=ep, expert_tp=sliced)
     return (ProfileTimer(bundle, arch, top_k=k, moe_timer=roof),
             f"instance {inst.index}: {why}; the expert block is timed by the roofline model "
             f"(approximate: docs/moe.md), the other layers from the measured profile")
@@ -157,6 +166,15 @@ def _moe_profile_timer(inst, model, bundle, dtype, fp, kv_fp):
 
 def _ep_info(inst: InstanceConfig, model: ModelSpec, timer) -> str:
     """The [INFO] line of an instance with expert parallelism: what runs where, which source times what."""
+    if inst.dp_group is not None and model.moe is None:
+        return (f"instance {inst.index}: data-parallel rank {inst.dp_rank} of {inst.dp_size} in dp_group "
+                f"'{inst.dp_group}': a dense model's DP ranks are independent engines (no lockstep), requests routed "
+                "by vLLM's DP load balancer")
+    if inst.dp_group is not None and inst.ep_size == 1:
+        return (f"instance {inst.index}: data-parallel rank {inst.dp_rank} of {inst.dp_size} in dp_group "
+                f"'{inst.dp_group}' without expert parallelism: every expert sliced over tp x dp = "
+                f"{_expert_tp(inst)} ranks, each MoE layer all-gathers every rank's tokens and reduce-scatters the "
+                "output, the ranks in lockstep (idle ranks run dummy batches)")
     if model.moe is None or inst.ep_size == 1:
         return ""
     per_rank = -(-model.moe.num_experts // inst.ep_size)
@@ -218,16 +236,13 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
     model = load_model_spec(model_dir, inst.model_name)
     if args.moe_routing not in POLICIES:
         raise InputError(f"{inst.where}: moe_routing '{args.moe_routing}' (choose from {', '.join(POLICIES)})")
-    if model.moe is not None:  # one instance: experts on every rank, or split over the TP group (docs/moe.md)
+    if model.moe is not None:  # experts whole per EP rank, or sliced over tp (x dp) ranks (docs/moe.md)
         _check_moe(inst, model)
-    elif inst.dp_group is not None:
-        raise InputError(f"{inst.where}.dp_group: {model.name} has no experts; data-parallel groups are wired for "
-                         f"mixture-of-experts models (dense DP ranks are independent: list them without dp_group)")
     elif inst.ep_size > 1:
         raise InputError(f"{inst.where}.ep_size: {model.name} has no experts; expert parallelism needs a "
                          f"mixture-of-experts model (set ep_size to 1)")
     ep = inst.ep_size  # 1, tp_size, or tp x dp (config/cluster.py): each rank holds E/ep experts whole
-    expert_tp = 1 if ep > 1 else inst.tp_size  # without EP: every rank a 1/tp slice of each expert
+    expert_tp = _expert_tp(inst)
     if inst.pp_size > model.num_layers:
         raise InputError(f"{inst.where}.pp_size: {inst.pp_size} exceeds the {model.num_layers} decoder layers of {model.name}")
     if model.num_heads % inst.tp_size:  # vLLM refuses it too
@@ -255,8 +270,8 @@ def build_instance(inst: InstanceConfig, base_args: EngineArgs, fast_path: bool 
     if model.moe is not None:  # the batch's tokens are on every rank (no DP): each EP rank's experts see them all
         routing = Routing(args.moe_routing, args.moe_seed)
         timer.bind_router(ExpertRouter.for_model(model, ep, routing))
-        ep_info = _ep_info(inst, model, timer)
-        info = f"{info}; {ep_info}" if info and ep_info else info or ep_info
+    ep_info = _ep_info(inst, model, timer)
+    info = f"{info}; {ep_info}" if info and ep_info else info or ep_info
     layout = InstanceLayout(inst.index, inst.first_npu, model, arch, inst.tp_size, inst.pp_size, fp,
                             args.stage_transfer)
     pool = BlockPool(memory.num_blocks, args.block_size, args.enable_prefix_caching)

@@ -7,7 +7,7 @@ from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
 from .disagg import DisaggSession, is_disaggregated
 from .dp_reference import ReferenceDPEngine
-from .dp import DPEngine, DPSession, is_data_parallel
+from .dp import DPEngine, DPSession, is_data_parallel, is_lockstep
 from .errors import InputError
 from .engine import Engine
 from .instance import Instance, build_instance
@@ -80,6 +80,12 @@ def make_backend(sim: Simulation, name: str = "embedded", options: dict | None =
 def _check_data_parallel(sim: Simulation, backend: Backend) -> None:
     if not is_data_parallel(sim.instances):
         return
+    if not is_lockstep(sim.instances):  # a dense model's independent ranks
+        if sim.instances[0].args.dp_sync == "reference":
+            backend.close()
+            raise InputError(f"{sim.cluster.path}: dp_group: --dp-sync reference models the reference's MoE group "
+                             f"({sim.instances[0].model.name} has no experts); use --dp-sync vllm (independent ranks)")
+        return
     if not backend.supports_data_parallel:
         backend.close()
         raise InputError(f"{sim.cluster.path}: dp_group: backend {backend.name} does not run data-parallel groups")
@@ -125,7 +131,7 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
     with backend:
         # A DP group's lockstep loop is llmsim's on every backend (the fork's included: it times
         # each step in a run of its own); no per-stage accounting (docs/moe.md).
-        if isinstance(session, DPSession):
+        if isinstance(session, DPSession) and session.lockstep:
             if sim.instances[0].args.dp_sync == "reference":
                 return ReferenceDPEngine(session, backend, sim.cluster).run()
             return DPEngine(session, backend).run()

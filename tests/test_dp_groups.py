@@ -14,6 +14,7 @@ from llmsim.config.engine import EngineArgs
 from llmsim.dp import DPBalancer, PUBLISH_NS, cuda_graph_max_tokens, dp_tokens
 from llmsim.errors import InputError
 from llmsim.graph.iteration import OpKind
+from llmsim.perf.routing import ExpertRouter, Routing
 from llmsim.request import Request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +53,8 @@ def test_ep_size_must_span_tp_times_dp():
     raw = _raw()
     for inst in raw["nodes"][0]["instances"]:
         inst["ep_size"] = 4
-    assert _error(raw) == ("c.json: ep_size: dp_group 'A': ep_size 4 must be tp_size x the group's size = 1 x 2 = 2 "
-                           "(vLLM's expert parallelism spans TP x DP)")
+    assert _error(raw) == ("c.json: ep_size: dp_group 'A': ep_size 4 must be 1 (no expert parallelism) or tp_size x "
+                           "the group's size = 1 x 2 = 2 (vLLM's expert parallelism spans TP x DP)")
 
 
 def test_other_instances_beside_a_group_are_refused():
@@ -65,12 +66,44 @@ def test_other_instances_beside_a_group_are_refused():
     assert _error(raw).startswith("c.json: dp_group: a cluster with a dp_group holds that group's instances only")
 
 
-def test_dense_model_in_a_group_is_refused():
+def test_dense_group_ranks_are_independent_engines():
+    # vLLM runs a dense model's DP ranks as independent engine cores: no lockstep, no dummy batches;
+    # only the routing is the DP load balancer's (four requests at once: 0, 1, 0, 1 by its local
+    # increments). So the group serves exactly as the same two instances without dp_group under
+    # round-robin routing (which also sends 0, 1, 0, 1; the host-memory queue is shared either way).
     raw = _raw()
     for inst in raw["nodes"][0]["instances"]:
-        inst.update(model_name="meta-llama/Llama-3.1-8B", ep_size=2)
-    with pytest.raises(InputError, match=r"dp_group: .* has no experts; data-parallel groups are wired for"):
-        simulate.prepare(cluster_from_dict(raw, "c.json"), EngineArgs(), None)
+        inst.update(model_name="meta-llama/Llama-3.1-8B", ep_size=1)
+    reqs = lambda: [Request(id=i, arrival_ns=0, prompt_len=64 + 32 * i, output_len=5 + i) for i in range(4)]
+    res = simulate.run(simulate.prepare(cluster_from_dict(copy.deepcopy(raw), "c.json"), EngineArgs(), reqs()))
+    assert res.dp == {"group": "A", "ranks": 2, "lockstep": False, "steps": 0, "dummy_batches": 0, "padded_tokens": 0}
+    for inst in raw["nodes"][0]["instances"]:
+        inst["dp_group"] = None
+    plain = simulate.run(simulate.prepare(cluster_from_dict(raw, "p.json"), EngineArgs(), reqs()), routing_policy="RR")
+    assert plain.dp is None
+    for rank, ids in ((0, [0, 2]), (1, [1, 3])):
+        assert sorted(r.id for r in res.finished[rank]) == ids
+        assert {r.id: r.end_ns for r in res.finished[rank]} == {r.id: r.end_ns for r in plain.finished[rank]}
+
+
+def test_moe_group_without_expert_parallelism_slices_every_expert_over_tp_x_dp():
+    # ep_size 1: vLLM without enable_expert_parallel flattens the experts' TP group over tp x dp, so
+    # each GPU holds half of every expert: the same bytes as half the experts whole (ep 2)
+    raw = _raw()
+    for inst in raw["nodes"][0]["instances"]:
+        inst["ep_size"] = 1
+    sim = simulate.prepare(cluster_from_dict(raw, "c.json"), EngineArgs(), [])
+    ep2 = simulate.prepare(str(DP2), EngineArgs(), [])
+    a, b = sim.instances[0], ep2.instances[0]
+    assert a.memory.stages[0].weight_bytes == b.memory.stages[0].weight_bytes
+    # the expert block on the gathered tokens: one rank holding a 1/2 slice of every expert (the
+    # roofline; moe.csv times whole experts), all 128 experts routed over one rank
+    assert "each GPU holds a 1/2 slice of every expert" in a.profile_note and "roofline" in a.profile_note
+    assert a.timer.moe_timer.expert_inter == 768 // 2  # moe_intermediate_size over tp x dp
+    assert a.timer.moe_tokens_ns(8, ("x",)) == a.timer.moe_timer.moe_ns(8, ExpertRouter(128, 8, 1, Routing("expected")).route(8))
+    res = simulate.run(simulate.prepare(cluster_from_dict(raw, "c.json"), EngineArgs(),
+                                        [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)]))
+    assert res.dp["lockstep"] and res.dp["dummy_batches"] == 32 + 30  # as the EP group's toy below
 
 
 def test_reduce_scatter_and_moe_collectives_by_hand():

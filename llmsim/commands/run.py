@@ -171,6 +171,9 @@ def _simulate(o: dict) -> tuple:
         stats = metrics.summary_stats(result, [i.scheduler.stats for i in instances])
     if not quiet:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances], stats))
+        if result.dp is not None and not result.dp["lockstep"]:
+            click.echo(f"  data-parallel group '{result.dp['group']}': {result.dp['ranks']} independent ranks (a dense "
+                       "model), requests routed by vLLM's DP load balancer")
         if result.stages:
             click.echo(stage_report.pipeline_table(result.stages))
         elif result.dp is not None:

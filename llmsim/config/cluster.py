@@ -216,7 +216,7 @@ def _check_pools(top: Fields, instances: list[InstanceConfig]) -> None:
 
 def _dp_groups(top: Fields, instances: list[InstanceConfig]) -> list[InstanceConfig]:
     """Instances sharing a dp_group name are one vLLM data-parallel deployment (data_parallel_size
-    = the group's size, enable_expert_parallel): one model, one tp and pp, EP over tp x dp ranks."""
+    = the group's size): one model, one tp and pp; ep_size tp x dp with enable_expert_parallel, else 1."""
     names = list(dict.fromkeys(i.dp_group for i in instances if i.dp_group is not None))
     if not names:
         return instances
@@ -240,7 +240,8 @@ def _dp_groups(top: Fields, instances: list[InstanceConfig]) -> list[InstanceCon
     if n < 2:
         top.fail(f"dp_group '{names[0]}' has one instance; a data-parallel group needs two or more (or remove "
                  "dp_group)", "dp_group")
-    if first.ep_size != first.tp_size * n:
-        top.fail(f"dp_group '{names[0]}': ep_size {first.ep_size} must be tp_size x the group's size = "
-                 f"{first.tp_size} x {n} = {first.tp_size * n} (vLLM's expert parallelism spans TP x DP)", "ep_size")
+    if first.ep_size not in (1, first.tp_size * n):
+        top.fail(f"dp_group '{names[0]}': ep_size {first.ep_size} must be 1 (no expert parallelism) or tp_size x the "
+                 f"group's size = {first.tp_size} x {n} = {first.tp_size * n} (vLLM's expert parallelism spans TP x DP)",
+                 "ep_size")
     return [replace(i, dp_rank=r, dp_size=n) for r, i in enumerate(members)]
