@@ -50,6 +50,7 @@ class DPSteps:
         return busy
 
     @staticmethod
-    def place(placement, insts, batches, busy: list[int], t_ns: int, detail: bool):
-        """The ranks' measured busy times on their NPUs' timelines (host I/O is inside them)."""
-        return placement.place_dp(insts, batches, [[(b, 0, 0)] for b in busy], t_ns, detail)
+    def place(placement, insts, batches, busy: list[int], t_ns: int, detail: bool, splits=None):
+        """The ranks' measured busy times on their NPUs' timelines (host I/O is inside them);
+        splits: each rank's (compute, send) per stage, for the accounting."""
+        return placement.place_dp(insts, batches, [[(b, 0, 0)] for b in busy], t_ns, detail, splits)

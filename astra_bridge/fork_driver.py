@@ -103,7 +103,8 @@ class ForkBackend(ClockOwningBackend):
         if self.paths is None:
             self.paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
             self._dp_placement = Placement(self.cluster)
-        return self._dp.place(self._dp_placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail)
+        splits = [self.shadow.stage_split(g) for g in graphs] if detail else None
+        return self._dp.place(self._dp_placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail, splits)
 
     def _write_anonymous(self, graph, prefix: Path) -> None:
         write_graph(graph, prefix, "llmservingsim", self.multi_dim, anonymous=True, layout=self.layout)

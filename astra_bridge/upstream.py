@@ -59,7 +59,8 @@ class UpstreamBackend(StageTimingBackend):
         self._dp = DPSteps(self.workdir / "graphs", self._write_anonymous, self._run_prefix, self.traces)
 
     def submit_dp_step(self, insts, batches, tokens, step, graphs, t_ns: int, detail: bool = False):
-        return self._dp.place(self.placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail)
+        splits = [self._model.stage_split(g) for g in graphs] if detail else None
+        return self._dp.place(self.placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail, splits)
 
     def _write_anonymous(self, graph: IterationGraph, prefix: Path) -> None:
         host = self._host[graph.instance]

@@ -12,14 +12,18 @@ idle nanosecond gets exactly one cause:
   driver after every event): `inflight_cap` (pp_size batches in flight), `batch_queue` (vLLM's
   engine blocked on its oldest batch while requests wait), `admission` (requests wait that do not
   fit: KV blocks or max_num_seqs), `fill_drain` (every running request is in flight: its next step
-  needs the token the pipeline is still computing), `starved` (no request waiting or running).
+  needs the token the pipeline is still computing), `starved` (no request waiting or running);
+  for a data-parallel group's rank (llmsim/dp.py) `dp_peer` (its step done, the group's slowest
+  rank not) and `dp_dummy` (nothing of its own scheduled: it runs a dummy batch for the group).
 
 Pure bookkeeping on the stage events a backend reports; the engine feeds it (llmsim/engine.py).
 """
 from bisect import bisect_right
 
-CAUSES = ("fill_drain", "starved", "inflight_cap", "batch_queue", "admission", "upstream", "transfer")
-FILL_DRAIN, STARVED, INFLIGHT_CAP, BATCH_QUEUE, ADMISSION, UPSTREAM, TRANSFER = range(len(CAUSES))
+CAUSES = ("fill_drain", "starved", "inflight_cap", "batch_queue", "admission", "upstream", "transfer", "dp_peer",
+          "dp_dummy")
+FILL_DRAIN, STARVED, INFLIGHT_CAP, BATCH_QUEUE, ADMISSION, UPSTREAM, TRANSFER, DP_PEER, DP_DUMMY = range(len(CAUSES))
+DP_CAUSES = ("dp_peer", "dp_dummy")  # only a data-parallel group's ranks have them
 CAUSE_TEXT = {
     "fill_drain": "pipeline fill/drain (every running request in flight, or a stage waiting for the first batch)",
     "starved": "starved (no request waiting or running)",
@@ -28,6 +32,8 @@ CAUSE_TEXT = {
     "admission": "admission (waiting requests do not fit: KV blocks or max_num_seqs)",
     "upstream": "upstream stage (an earlier stage still computing the batch: stage imbalance)",
     "transfer": "transfer (the previous stage's send of the batch on the wire)",
+    "dp_peer": "DP peer (a data-parallel rank done with its step, waiting for the group's slowest rank)",
+    "dp_dummy": "DP dummy (a data-parallel rank with nothing scheduled, running vLLM's dummy batch for the group)",
 }
 # What counts as a pipeline bubble: idle that the pipeline's shape causes, not the workload
 # (starved) or the memory (admission).

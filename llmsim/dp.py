@@ -18,6 +18,7 @@ with data_parallel_size > 1 and expert parallelism (docs/moe.md, "Data paralleli
   the gathered tokens' expert block and the all-gather / reduce-scatter: graph/dp_step.py, timed by
   the backend's submit_dp_step); the ranks' non-MoE work is not aligned layer by layer.
 """
+from .accounting import DP_DUMMY, DP_PEER, Accountant, why_idle
 from .engine import START_NS
 from .graph.dp_step import dp_step, rank_graph
 from .results import SimResult
@@ -120,9 +121,18 @@ class DPSession(Session):
 class DPEngine:
     """The lockstep loop of one data-parallel group on a backend that supports_data_parallel."""
 
-    def __init__(self, session: DPSession, backend):
+    def __init__(self, session: DPSession, backend, accountant: Accountant | None = None):
         self.session = session
         self.backend = backend
+        self.acct = accountant  # per-rank busy/idle accounting (dp_peer, dp_dummy among the causes)
+
+    def _idle(self, t: int) -> None:
+        """The group forms nothing from t: every rank's idle cause (no request, or none that fits)."""
+        if self.acct is not None:
+            for i, inst in enumerate(self.session.instances):
+                sched = inst.scheduler
+                self.acct.state(i, t, why_idle(0, 1, len(sched.waiting), len(sched.running), False,
+                                               len(sched.waiting), inst.args.max_num_seqs))
 
     def _beat(self, t: int) -> None:
         s = self.session
@@ -146,10 +156,12 @@ class DPEngine:
         scheds = [i.scheduler for i in insts]
         args = insts[0].args
         capture = cuda_graph_max_tokens(args.max_num_seqs, args.max_num_batched_tokens)
-        detail = s.record_iterations
+        acct = self.acct
+        detail = s.record_iterations or acct is not None
         now, running, counter = 0, False, 0
         while True:
             if not running:  # paused: wait for a request; a new one starts a wave on every rank
+                self._idle(now)
                 if not any(x.has_work for x in scheds):
                     ta = s.next_arrival_ns()
                     if ta is None:
@@ -161,6 +173,7 @@ class DPEngine:
             formed = [s.form_batch(i, now, False, dump=False) for i in range(len(insts))]
             batches = [f[0] if f is not None else None for f in formed]
             if all(b is None for b in batches) and any(x.has_work for x in scheds):
+                self._idle(now)
                 ta = s.next_arrival_ns()  # nothing can be scheduled until a request arrives
                 if ta is None:
                     break
@@ -180,6 +193,13 @@ class DPEngine:
             s.dummy_batches += sum(b is None for b in batches)
             s.padded_tokens += sum(n - (b.total_len if b is not None else 1) for n, b in zip(tokens, batches))
             end, events = backend.submit_dp_step(insts, batches, tokens, step, graphs, now, detail)
+            if acct is not None:
+                for i, b in enumerate(batches):
+                    if b is None:
+                        acct.state(i, now, DP_DUMMY)
+                    else:
+                        acct.batch(i, now, True, events[i])
+                        acct.state(i, events[i][-1].end_ns, DP_PEER)
             self._deliver_until(end, False)  # requests arriving during the step wait for the next one
             now = end
             self._beat(now)
@@ -193,4 +213,6 @@ class DPEngine:
             counter += 1
             if counter % WAVE_SYNC_STEPS == 0 and not any(x.has_work for x in scheds):
                 running = False  # the wave is complete: every rank pauses
+        if acct is not None:
+            acct.finish(now)
         return s.finish(now)

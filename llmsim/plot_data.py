@@ -23,9 +23,12 @@ IDLE = {
     "idle_admission_ns": "idle: admission (KV / max_num_seqs)",
     "idle_upstream_ns": "idle: waiting for upstream stage",
     "idle_transfer_ns": "idle: stage transfer",
+    "idle_dp_peer_ns": "idle: waiting for the DP group's slowest rank",
+    "idle_dp_dummy_ns": "idle: DP dummy batch (nothing scheduled on the rank)",
 }
 CAUSES = {**BUSY, **IDLE}
-STAGES_COLUMNS = ["instance", "stage", "wall_ns", *CAUSES]
+DP_COLUMNS = ("idle_dp_peer_ns", "idle_dp_dummy_ns")  # absent from files written before them: read as 0
+STAGES_COLUMNS = ["instance", "stage", "wall_ns", *(c for c in CAUSES if c not in DP_COLUMNS)]
 UNACCOUNTED = "unaccounted"
 
 
@@ -76,6 +79,9 @@ def load_run(output_path) -> RunData:
     st = Path(f"{out}.stages.csv")
     if st.exists():
         data.stages = _read(st, STAGES_COLUMNS, usecols_only=False)
+        for c in DP_COLUMNS:
+            if c not in data.stages.columns:
+                data.stages[c] = 0
         if run_rows(data.stages).empty:
             data.notes.append(f"{st.name} has no whole-run rows (window 'run'): stage utilisation plot skipped")
     else:

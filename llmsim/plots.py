@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, PercentFormatter
 
 from .errors import InputError
-from .plot_data import CAUSES, UNACCOUNTED, RunData, cdf, downsample, load_run, per_instance, stage_shares, \
+from .plot_data import CAUSES, DP_COLUMNS, UNACCOUNTED, RunData, cdf, downsample, load_run, per_instance, stage_shares, \
     throughput, time_unit
 
 __all__ = ["draw_all", "load_run", "RunData", "cdf", "stage_shares", "throughput"]
@@ -25,7 +25,7 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 
          "legend.framealpha": 0.8, "savefig.dpi": 110}
 # busy in dark blues, idle causes in distinct lighter colours, unaccounted grey
 COLOURS = ["#1f4e79", "#4a90c8", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
-           "#b0b0b0"]
+           "#2ca02c", "#98df8a", "#b0b0b0"]
 MAX_LEGEND_LINES = 12  # beyond this, per-instance legends crowd out the data
 
 
@@ -152,16 +152,20 @@ def draw_kv_usage(data: RunData, path: Path) -> Path:
 
 def draw_stage_utilisation(data: RunData, path: Path) -> Path:
     shares = stage_shares(data.stages)
-    cols = list(CAUSES) + ([UNACCOUNTED] if (shares[UNACCOUNTED] > 0.1).any() else [])
+    # one colour per cause, fixed (the last, grey, for what is not accounted for); the data-parallel
+    # causes only when some rank has them
+    colour = dict(zip([*CAUSES, UNACCOUNTED], COLOURS))
+    cols = [c for c in CAUSES if c not in DP_COLUMNS or (shares[c] > 0).any()]
+    cols += [UNACCOUNTED] if (shares[UNACCOUNTED] > 0.1).any() else []
     names = {**CAUSES, UNACCOUNTED: "not accounted for"}
     labels = [f"instance {i} / stage {s}" for i, s in shares.index]
     fig, axes = _figure(size=(10, 1.6 + 0.35 * max(len(labels), 2) + 0.1 * len(cols)))
     ax = axes[0][0]
     ypos = np.arange(len(labels))
     left = np.zeros(len(labels))
-    for col, colour in zip(cols, COLOURS):
+    for col in cols:
         vals = shares[col].to_numpy()
-        ax.barh(ypos, vals, left=left, color=colour, label=names[col], height=0.7)
+        ax.barh(ypos, vals, left=left, color=colour[col], label=names[col], height=0.7)
         left += vals
     busy = shares[list(cols[:2])].sum(axis=1).to_numpy()
     for y, b in zip(ypos, busy):

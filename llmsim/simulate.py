@@ -129,18 +129,19 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
         session.samples = []
     session.on_progress = on_progress
     with backend:
-        # A DP group's lockstep loop is llmsim's on every backend (the fork's included: it times
-        # each step in a run of its own); no per-stage accounting (docs/moe.md).
-        if isinstance(session, DPSession) and session.lockstep:
-            if sim.instances[0].args.dp_sync == "reference":
-                return ReferenceDPEngine(session, backend, sim.cluster).run()
-            return DPEngine(session, backend).run()
-        if backend.capability is Capability.OWNS_CLOCK:
-            return backend.drive(session)
         acct = None
         if accounting:
             acct = Accountant([i.config.pp_size for i in sim.instances], log_interval_ns, timeline)
-        result = Engine(session, backend, acct).run()
+        # A DP group's lockstep loop is llmsim's on every backend (the fork's included: it times
+        # each step in a run of its own).
+        if isinstance(session, DPSession) and session.lockstep:
+            if sim.instances[0].args.dp_sync == "reference":  # no per-stage accounting (docs/moe.md)
+                return ReferenceDPEngine(session, backend, sim.cluster).run()
+            result = DPEngine(session, backend, acct).run()
+        elif backend.capability is Capability.OWNS_CLOCK:
+            return backend.drive(session)
+        else:
+            result = Engine(session, backend, acct).run()
     if acct is not None:
         result.stages = acct.rows(result.end_ns, sim.instances)
         result.idle_segments = acct.segments

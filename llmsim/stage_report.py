@@ -2,7 +2,7 @@
 import csv
 import io
 
-from .accounting import CAUSES
+from .accounting import CAUSES, DP_CAUSES
 
 STAGE_COLUMNS = ["window", "window_start_s", "window_end_s", "instance", "stage", "npus", "layers", "weight_bytes",
                  "wall_ns", "busy_compute_ns", "busy_comm_ns", *(f"idle_{c}_ns" for c in CAUSES), "busy_pct",
@@ -10,7 +10,8 @@ STAGE_COLUMNS = ["window", "window_start_s", "window_end_s", "instance", "stage"
 TIMESERIES_COLUMNS = ["t_s", "instance", "running", "waiting", "kv_blocks_used", "kv_blocks_total", "prompt_tokens",
                       "generated_tokens"]
 _SHORT = {"fill_drain": "fill/drain", "starved": "starved", "inflight_cap": "cap", "batch_queue": "queue",
-          "admission": "admit", "upstream": "upstream", "transfer": "transfer"}
+          "admission": "admit", "upstream": "upstream", "transfer": "transfer", "dp_peer": "dp wait",
+          "dp_dummy": "dummy"}
 
 
 def _csv(header, rows) -> str:
@@ -37,13 +38,15 @@ def pipeline_table(rows: list[dict]) -> str:
     run = [r for r in rows if r["window"] == "run"]
     if not run:
         return ""
-    head = ["inst", "stage", "layers", "weights GiB", "compute %", "comm %", *(f"{_SHORT[c]} %" for c in CAUSES),
+    # the data-parallel columns only when a rank has them (they are 0 for every other run)
+    causes = [c for c in CAUSES if c not in DP_CAUSES or any(r[f"idle_{c}_ns"] for r in run)]
+    head = ["inst", "stage", "layers", "weights GiB", "compute %", "comm %", *(f"{_SHORT[c]} %" for c in causes),
             "bubble"]
     body = []
     for r in run:
         pct = lambda ns: f"{100 * ns / r['wall_ns']:.1f}" if r["wall_ns"] else "0.0"
         body.append([str(r["instance"]), str(r["stage"]), str(r["layers"]), f"{r['weight_bytes'] / 2**30:.2f}",
-                     pct(r["busy_compute_ns"]), pct(r["busy_comm_ns"]), *(pct(r[f"idle_{c}_ns"]) for c in CAUSES),
+                     pct(r["busy_compute_ns"]), pct(r["busy_comm_ns"]), *(pct(r[f"idle_{c}_ns"]) for c in causes),
                      f"{r['bubble_fraction']:.3f}"])
     widths = [max(len(h), *(len(b[k]) for b in body)) for k, h in enumerate(head)]
     fmt = lambda cells: "  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths))

@@ -242,3 +242,44 @@ def test_seeded_random_routing_is_reproducible_in_a_group():
         res = simulate.run(sim)
         ends.append((res.end_ns, [(r.id, r.end_ns) for f in res.finished for r in f]))
     assert ends[0] == ends[1]
+
+
+def _run_rows(res):
+    return {r["instance"]: r for r in res.stages if r["window"] == "run"}
+
+
+def test_accounting_of_a_group_partitions_each_ranks_time():
+    # the one-request toy: rank 0 runs the request's two steps, then dummies to the wave's 32nd step;
+    # rank 1 runs 32 dummies. A dummy step is `dp_dummy` on its rank, and a rank done before the
+    # group's slowest waits as `dp_peer`; before the first step and after the wave: `starved`.
+    sim, res = _sim([Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
+    rows = _run_rows(res)
+    steps = sorted(res.iteration_log, key=lambda r: r.start_ns)  # rank 0's two real steps
+    wave_start, wave_end = steps[0].start_ns, res.end_ns
+    for r in rows.values():
+        idle = sum(v for k, v in r.items() if k.startswith("idle_"))
+        assert r["busy_compute_ns"] + r["busy_comm_ns"] + idle == r["wall_ns"] == res.end_ns
+    own = sum(s.end_ns - s.start_ns for s in steps)
+    assert rows[0]["busy_compute_ns"] + rows[0]["busy_comm_ns"] == own
+    assert rows[0]["idle_dp_peer_ns"] == 0  # the busy rank is the slowest (the dummy has no attention, lm_head)
+    assert rows[0]["idle_dp_dummy_ns"] == wave_end - steps[-1].end_ns
+    assert rows[1]["idle_dp_dummy_ns"] == wave_end - wave_start and rows[1]["busy_compute_ns"] == 0
+    assert rows[0]["idle_starved_ns"] == rows[1]["idle_starved_ns"] == wave_start
+    assert 0 < rows[0]["busy_comm_ns"] < rows[0]["busy_compute_ns"]  # the collectives are communication
+
+
+def test_accounting_charges_the_faster_rank_its_wait():
+    # two requests at once, one per rank, of different prompt lengths: the shorter rank's steps end
+    # first and it waits for the longer one each step (dp_peer = the group's end - its own)
+    sim, res = _sim([Request(id=0, arrival_ns=0, prompt_len=600, output_len=3),
+                     Request(id=1, arrival_ns=0, prompt_len=8, output_len=3)])
+    rows = _run_rows(res)
+    by_step = {}
+    for rec in res.iteration_log:
+        by_step.setdefault(rec.start_ns, {})[rec.instance] = rec.end_ns
+    wait = {0: 0, 1: 0}
+    for ends in by_step.values():
+        if len(ends) == 2:
+            for i, e in ends.items():
+                wait[i] += max(ends.values()) - e
+    assert wait[1] > 0 and rows[1]["idle_dp_peer_ns"] == wait[1] and rows[0]["idle_dp_peer_ns"] == wait[0]

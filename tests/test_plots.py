@@ -163,3 +163,21 @@ def test_malformed_timeseries_names_that_file(run):
         f.write("t_s,instance\n1,0\n")
     with pytest.raises(InputError, match=f"{bad}: missing column"):
         load_run(run)
+
+
+def test_data_parallel_causes_are_shares_and_older_files_read_as_zero(tmp_path):
+    out = tmp_path / "run.csv"
+    write_requests(out)
+    dp = stage_row(0, 0, 1000, {"busy_compute_ns": 700, "busy_comm_ns": 100, "idle_dp_peer_ns": 150,
+                                "idle_dp_dummy_ns": 50})
+    pd.DataFrame([dp], columns=STAGE_HEADER).to_csv(f"{out}.stages.csv", index=False)
+    shares = stage_shares(load_run(out).stages)
+    assert shares.loc[(0, 0), "idle_dp_peer_ns"] == 15 and shares.loc[(0, 0), "idle_dp_dummy_ns"] == 5
+    assert shares.loc[(0, 0), UNACCOUNTED] == 0
+    # a stages.csv written before the data-parallel causes existed: they read as 0
+    older = [c for c in STAGE_HEADER if c not in ("idle_dp_peer_ns", "idle_dp_dummy_ns")]
+    pd.DataFrame([stage_row(0, 0, 1000, {"busy_compute_ns": 1000})], columns=older).to_csv(f"{out}.stages.csv",
+                                                                                          index=False)
+    data = load_run(out)
+    assert (data.stages["idle_dp_peer_ns"] == 0).all() and stage_shares(data.stages).loc[(0, 0), UNACCOUNTED] == 0
+    assert (tmp_path / "p" / "stage_utilisation.png") in draw_all(data, tmp_path / "p")

@@ -116,9 +116,15 @@ class EmbeddedBackend(StageTimingBackend):
         links = self._links[first.index]
         comm = (dp_allgather_ns(links, step.gather_bytes)
                 + dp_reducescatter_ns(links, step.scatter_bytes, self._local_bw[first.index]))
+        splits = None
         if graphs is not None:
             times = [self.stage_times(g) for g in graphs]
+            if detail:
+                splits = [self.stage_split(g) for g in graphs]
         else:
-            times = [self._costs(inst)[4].dp_times(batch, n, step.moe_ns + comm)
-                     for inst, batch, n in zip(insts, batches, tokens)]
-        return self.placement.place_dp(insts, batches, times, t_ns, detail)
+            costs = [self._costs(inst)[4] for inst in insts]
+            times = [c.dp_times(batch, n, step.moe_ns + comm) for c, batch, n in zip(costs, batches, tokens)]
+            if detail:
+                splits = [None if batch is None else c.dp_split(batch, n, step.moe_ns)
+                          for c, batch, n in zip(costs, batches, tokens)]
+        return self.placement.place_dp(insts, batches, times, t_ns, detail, splits)

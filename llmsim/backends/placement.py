@@ -58,15 +58,18 @@ class Placement:
             return events[0].first_rank_end_ns, events[-1].end_ns
         return self._place1(instance, first_npu, batch_id, times, t_ns, None)
 
-    def place_dp(self, insts, batches, times: list[StageTimes], t_ns: int, detail: bool):
+    def place_dp(self, insts, batches, times: list[StageTimes], t_ns: int, detail: bool,
+                 splits: list[StageSplit | None] | None = None):
         """A data-parallel group's step: each rank's times placed on its NPUs from t_ns (a dummy
-        batch as id -1). Returns (the step's end: the slowest rank's, per-rank events when detail)."""
+        batch as id -1). Returns (the step's end: the slowest rank's, per-rank events when detail,
+        with splits[r]: their compute and send ns)."""
         end, events = 0, [] if detail else None
-        for inst, batch, rank_times in zip(insts, batches, times):
+        for r, (inst, batch, rank_times) in enumerate(zip(insts, batches, times)):
             layout = inst.layout
             bid = batch.id if batch is not None else -1
             if detail:
-                evs = self.place(inst.index, layout.first_npu, layout.tp_size, bid, rank_times, t_ns)
+                evs = self.place(inst.index, layout.first_npu, layout.tp_size, bid, rank_times, t_ns,
+                                 splits[r] if splits else None)
                 events.append(evs)
                 e = evs[-1].end_ns
             else:

@@ -97,6 +97,14 @@ class StageCosts:
         t = self.timer.attention_ns(batch)
         return [(b + k * t + m * moe_ns, load, store) for (b, k, load, store, _, _), m in zip(shape, self._moe_ops)]
 
+    def dp_split(self, batch, total_len: int, moe_compute_ns: int) -> list[tuple[int, int]]:
+        """(compute ns, SEND ns) per stage of a DP rank's real batch, as dp_times times it: the
+        expert block (moe_compute_ns) is compute, its collectives communication."""
+        shape = self._shape_of(batch, total_len)
+        t = self.timer.attention_ns(batch)
+        return [(b - comm + k * t + m * moe_compute_ns, send)
+                for (b, k, _, _, comm, send), m in zip(shape, self._moe_ops)]
+
     def host_ns(self, total_len: int) -> tuple[int, int]:
         """(host load, host store) ns of the first and last stage's rank at total_len tokens."""
         tok = self._tokens_of(total_len)
