@@ -19,9 +19,9 @@ with data_parallel_size > 1 and expert parallelism (docs/moe.md, "Data paralleli
   the backend's submit_dp_step); the ranks' non-MoE work is not aligned layer by layer.
 """
 from .accounting import DP_DUMMY, DP_PEER, Accountant, why_idle
-from .engine import START_NS
 from .graph.dp_step import dp_step, rank_graph
 from .results import SimResult
+from .router import DEFAULT_SEED, Router
 from .session import Session
 
 PUBLISH_NS = 100_000_000  # DPCoordinator's stats_update_interval_ms default (100 ms)
@@ -89,130 +89,161 @@ class DPBalancer:
         return best
 
 
+class _EndpointLoad:
+    """A DP group seen by the run's router as one endpoint: its ranks' queues together (the
+    reference's LOAD score of a group is its ranks' waiting and running over their sequence slots)."""
+
+    def __init__(self, schedulers):
+        self._s = schedulers
+        self.max_num_seqs = sum(x.max_num_seqs for x in schedulers)
+
+    @property
+    def waiting(self):
+        return range(sum(len(x.waiting) + len(getattr(x, "loading", ())) for x in self._s))
+
+    @property
+    def running(self):
+        return range(sum(len(x.running) for x in self._s))
+
+
 class DPSession(Session):
-    """The step API with one data-parallel group: arrivals routed by DPBalancer."""
+    """The step API with data-parallel groups (and plain instances beside them). An arrival goes to
+    an endpoint (a plain instance or a group) by the run's router, then within a group to a rank
+    by the group's DPBalancer (vLLM's API server in front of each deployment). With the whole
+    cluster one group the router has nothing to choose."""
 
     def __init__(self, instances, requests, *, balancer: bool = True, **kw):
-        """balancer: route by vLLM's DP load balancer; False: by the run's router (the reference's)."""
+        """balancer: route within a group by vLLM's DP load balancer; False: by the run's router over
+        the group's ranks (the reference's: one group, tp 1, dp_reference.py)."""
         super().__init__(instances, requests, **kw)
-        self.balancer = DPBalancer([i.scheduler for i in instances]) if balancer else None
-        self.lockstep = is_lockstep(instances)
-        self.dummy_batches = 0
-        self.padded_tokens = 0
-        self.group_steps = 0
+        names = list(dict.fromkeys(i.config.dp_group for i in instances if i.config.dp_group is not None))
+        self.groups = [[i.index for i in instances if i.config.dp_group == n] for n in names]
+        self.endpoints = sorted([[i.index] for i in instances if i.config.dp_group is None] + self.groups)
+        self._balancer = {g[0]: DPBalancer([instances[i].scheduler for i in g]) for g in self.groups} if balancer else {}
+        self._group_of = {i: g for g in self.groups for i in g}
+        loads = [instances[e[0]].scheduler if len(e) == 1 else _EndpointLoad([instances[i].scheduler for i in e])
+                 for e in self.endpoints]
+        self._endpoint_router = Router(loads, kw.get("routing_policy", "LOAD"), kw.get("seed", DEFAULT_SEED))
+        self._independent = {g[0] for g in self.groups if not is_lockstep([instances[i] for i in g])}
+        self.group_stats: dict[int, dict] = {}  # first rank -> steps, dummy batches, padding tokens
+        # the reference's mode (dp_reference.py) keeps its one group's counts here
+        self.dummy_batches = self.padded_tokens = self.group_steps = 0
+
+    def balancer(self, first: int) -> "DPBalancer | None":
+        return self._balancer.get(first)
 
     def _pick(self, now: int) -> int:
-        return self.balancer.pick(now) if self.balancer is not None else super()._pick(now)
+        if not self._balancer:
+            return super()._pick(now)
+        e = self.endpoints[self._endpoint_router.pick() if len(self.endpoints) > 1 else 0]
+        if len(e) == 1:
+            return e[0]
+        return e[self._balancer[e[0]].pick(now)]
 
     def complete_batch(self, i: int, batch_id: int, now: int) -> bool:
         done = super().complete_batch(i, batch_id, now)
-        if not self.lockstep and self.balancer is not None:  # an independent engine reports after its step
-            self.balancer.observe(now)
+        g = self._group_of.get(i)
+        if g is not None and g[0] in self._independent and g[0] in self._balancer:
+            self._balancer[g[0]].observe(now)  # an independent engine reports after its step
         return done
 
     def finish(self, now: int) -> SimResult:
         result = super().finish(now)
-        result.dp = {"group": self.instances[0].config.dp_group, "ranks": len(self.instances),
-                     "lockstep": self.lockstep, "steps": self.group_steps, "dummy_batches": self.dummy_batches,
-                     "padded_tokens": self.padded_tokens}
+        result.dp = []
+        for g in self.groups:
+            stats = self.group_stats.get(g[0]) or {
+                "steps": self.group_steps, "dummy_batches": self.dummy_batches, "padded_tokens": self.padded_tokens}
+            result.dp.append({"group": self.instances[g[0]].config.dp_group, "ranks": len(g),
+                              "lockstep": g[0] not in self._independent, **stats})
         return result
 
 
-class DPEngine:
-    """The lockstep loop of one data-parallel group on a backend that supports_data_parallel."""
+class GroupStepper:
+    """One lockstep DP group inside the engine's event loop (engine.py): when the group is free it
+    forms every rank's batch and submits the step, as DPEngineCoreProc.run_busy_loop does on each
+    rank; the engine calls done() at the step's end and try_step() once arrivals are delivered."""
 
-    def __init__(self, session: DPSession, backend, accountant: Accountant | None = None):
-        self.session = session
-        self.backend = backend
-        self.acct = accountant  # per-rank busy/idle accounting (dp_peer, dp_dummy among the causes)
+    def __init__(self, session: DPSession, members: list[int], backend, accountant: Accountant | None = None):
+        self.s, self.members, self.backend, self.acct = session, members, backend, accountant
+        self.insts = [session.instances[i] for i in members]
+        args = self.insts[0].args
+        self.capture = cuda_graph_max_tokens(args.max_num_seqs, args.max_num_batched_tokens)
+        self.balancer = session.balancer(members[0])
+        self.stats = session.group_stats[members[0]] = {"steps": 0, "dummy_batches": 0, "padded_tokens": 0}
+        self.busy = False  # a step in flight
+        self.running = False  # the wave: steps go on (dummies included) until it ends
+        self.counter = 0  # steps in this wave
+        self.after_step = False
+        self.batches: list = []
+
+    def _has_work(self) -> bool:
+        return any(i.scheduler.has_work for i in self.insts)
 
     def _idle(self, t: int) -> None:
         """The group forms nothing from t: every rank's idle cause (no request, or none that fits)."""
         if self.acct is not None:
-            for i, inst in enumerate(self.session.instances):
+            for i, inst in zip(self.members, self.insts):
                 sched = inst.scheduler
                 self.acct.state(i, t, why_idle(0, 1, len(sched.waiting), len(sched.running), False,
                                                len(sched.waiting), inst.args.max_num_seqs))
 
-    def _beat(self, t: int) -> None:
-        s = self.session
-        if s.next_heartbeat_ns is not None and s.next_heartbeat_ns < t:
-            s.heartbeat(t)
+    def done(self, now: int) -> bool:
+        """The step ended at now: every rank's batch completes. Returns whether a finished call
+        released its session's next one."""
+        released = False
+        for i, b in zip(self.members, self.batches):
+            if b is not None:
+                released |= self.s.complete_batch(i, b.id, now)
+        self.busy, self.after_step = False, True
+        self.counter += 1
+        return released
 
-    def _deliver_until(self, t: int, inclusive: bool) -> None:
-        """Route every arrival before t (at t too when inclusive), each at its own time."""
-        s = self.session
-        while True:
-            ta = s.next_arrival_ns()
-            if ta is None or ta > t or (ta == t and not inclusive):
-                return
-            ta = max(ta, START_NS)
-            self._beat(ta)
-            s.deliver_arrivals(ta)
-
-    def run(self) -> SimResult:
-        s, backend = self.session, self.backend
-        insts = s.instances
-        scheds = [i.scheduler for i in insts]
-        args = insts[0].args
-        capture = cuda_graph_max_tokens(args.max_num_seqs, args.max_num_batched_tokens)
+    def try_step(self, now: int) -> int | None:
+        """Form and submit the group's next step at now; returns its end, or None (paused, or
+        nothing can be scheduled until a request arrives)."""
+        if self.busy:
+            return None
+        if self.after_step:  # the engines report their counts; a wave ends at a 32nd step with no work
+            self.after_step = False
+            if self.balancer is not None:
+                self.balancer.observe(now)
+            if self.counter % WAVE_SYNC_STEPS == 0 and not self._has_work():
+                self.running = False
+                self._idle(now)
+        if not self.running:  # paused: a new request starts a wave on every rank
+            if not self._has_work():
+                return None
+            self.running, self.counter = True, 0
+        s, insts = self.s, self.insts
+        batches = [s.form_batch(i, now, False, dump=False) for i in self.members]
+        batches = [f[0] if f is not None else None for f in batches]
+        if all(b is None for b in batches) and self._has_work():
+            self._idle(now)  # nothing can be scheduled until a request arrives
+            return None
+        tokens = dp_tokens(batches, self.capture)
+        step_no = self.stats["steps"]
+        step = dp_step(insts, tokens, step_no)
+        graphs = None
+        if self.backend.needs_graphs or s.on_graph:
+            graphs = [rank_graph(inst, b, n, step, step_no) for inst, b, n in zip(insts, batches, tokens)]
+            if s.on_graph:
+                for g in graphs:
+                    s.on_graph(g)
+        self.stats["steps"] += 1
+        self.stats["dummy_batches"] += sum(b is None for b in batches)
+        self.stats["padded_tokens"] += sum(n - (b.total_len if b is not None else 1) for n, b in zip(tokens, batches))
         acct = self.acct
-        detail = s.record_iterations or acct is not None
-        now, running, counter = 0, False, 0
-        while True:
-            if not running:  # paused: wait for a request; a new one starts a wave on every rank
-                self._idle(now)
-                if not any(x.has_work for x in scheds):
-                    ta = s.next_arrival_ns()
-                    if ta is None:
-                        break
-                    now = max(now, ta)
-                now = max(now, START_NS)
-                self._deliver_until(now, True)
-                running, counter = True, 0
-            formed = [s.form_batch(i, now, False, dump=False) for i in range(len(insts))]
-            batches = [f[0] if f is not None else None for f in formed]
-            if all(b is None for b in batches) and any(x.has_work for x in scheds):
-                self._idle(now)
-                ta = s.next_arrival_ns()  # nothing can be scheduled until a request arrives
-                if ta is None:
-                    break
-                now = max(now, ta)
-                self._deliver_until(now, True)
+        end, events = self.backend.submit_dp_step(insts, batches, tokens, step, graphs, now,
+                                                  s.record_iterations or acct is not None)
+        for r, (i, b) in enumerate(zip(self.members, batches)):
+            if b is None:
+                if acct is not None:
+                    acct.state(i, now, DP_DUMMY)
                 continue
-            tokens = dp_tokens(batches, capture)
-            step_no = s.group_steps
-            step = dp_step(insts, tokens, step_no)
-            graphs = None
-            if backend.needs_graphs or s.on_graph:
-                graphs = [rank_graph(inst, b, n, step, step_no) for inst, b, n in zip(insts, batches, tokens)]
-                if s.on_graph:
-                    for g in graphs:
-                        s.on_graph(g)
-            s.group_steps += 1
-            s.dummy_batches += sum(b is None for b in batches)
-            s.padded_tokens += sum(n - (b.total_len if b is not None else 1) for n, b in zip(tokens, batches))
-            end, events = backend.submit_dp_step(insts, batches, tokens, step, graphs, now, detail)
+            if s.record_iterations:
+                s.record(b, events[r])
             if acct is not None:
-                for i, b in enumerate(batches):
-                    if b is None:
-                        acct.state(i, now, DP_DUMMY)
-                    else:
-                        acct.batch(i, now, True, events[i])
-                        acct.state(i, events[i][-1].end_ns, DP_PEER)
-            self._deliver_until(end, False)  # requests arriving during the step wait for the next one
-            now = end
-            self._beat(now)
-            for i, b in enumerate(batches):
-                if b is not None:
-                    if detail:
-                        s.record(b, events[i])
-                    s.complete_batch(i, b.id, now)
-            self._deliver_until(now, True)
-            s.balancer.observe(now)
-            counter += 1
-            if counter % WAVE_SYNC_STEPS == 0 and not any(x.has_work for x in scheds):
-                running = False  # the wave is complete: every rank pauses
-        if acct is not None:
-            acct.finish(now)
-        return s.finish(now)
+                acct.batch(i, now, True, events[r])
+                acct.state(i, events[r][-1].end_ns, DP_PEER)
+        self.batches, self.busy = batches, True
+        return end

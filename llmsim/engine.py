@@ -15,18 +15,22 @@ from .backends.base import StageTimingBackend
 from .results import SimResult
 from .session import Session
 
-# Completions are handled before stage frees, and both before new batches are formed at a tick.
-_BATCH_DONE, _STAGE0_FREE = 0, 1
+# Completions (a batch's, a DP group step's) are handled before stage frees, and all before new
+# batches are formed at a tick.
+_BATCH_DONE, _GROUP_DONE, _STAGE0_FREE = 0, 1, 2
 # Nothing runs before 1 ns: ASTRA-Sim (and so the reference) starts every NPU with a start-up
 # event of at least 1 ns, so a request arriving at 0 is scheduled at 1 on every backend.
 START_NS = 1
 
 
 class Engine:
-    def __init__(self, session: Session, backend: StageTimingBackend, accountant: Accountant | None = None):
+    def __init__(self, session: Session, backend: StageTimingBackend, accountant: Accountant | None = None,
+                 groups=()):
+        """groups: lockstep DP groups (dp.GroupStepper), each stepping its ranks as one."""
         self.session = session
         self.backend = backend
         self.accountant = accountant  # per-stage busy/idle accounting (needs every batch's stage events)
+        self.groups = {i: g for g in groups for i in g.members}
 
     def run(self) -> SimResult:
         s, backend = self.session, self.backend
@@ -35,7 +39,7 @@ class Engine:
         acct = self.accountant
         record = s.record_iterations
         detail = record or acct is not None
-        submit = backend.submit
+        submit = getattr(backend, "submit", None)  # a clock-owning backend here steps DP groups only
         heap: list = []  # (t, kind, seq, payload)
         seq = 0
         busy = [False] * len(instances)  # stage 0 of each instance ("reference" rule)
@@ -49,6 +53,8 @@ class Engine:
         pop, push = heapq.heappop, heapq.heappush
         now = 0
         t_arr = s.next_arrival_ns()  # changes only when arrivals are delivered or a call is released
+        group_of = self.groups
+        groups = list(dict.fromkeys(group_of.values()))
         while True:
             if heap:
                 t_heap = heap[0][0]
@@ -65,6 +71,9 @@ class Engine:
             released = False
             while heap and heap[0][0] == now:
                 _, kind, _, payload = pop(heap)
+                if kind == _GROUP_DONE:
+                    released |= payload.done(now)
+                    continue
                 if kind == _BATCH_DONE:
                     i = payload[0]
                     released |= s.complete_batch(i, payload[1], now)
@@ -83,7 +92,14 @@ class Engine:
                 t_arr = s.next_arrival_ns()
             if len(touched) > 1:
                 touched.sort()
+            for g in groups:  # a free group steps whenever it can (a paused one once a request is in)
+                end = g.try_step(now)
+                if end is not None:
+                    push(heap, (end, _GROUP_DONE, seq, g))
+                    seq += 1
             for i in touched:
+                if i in group_of:
+                    continue
                 if queue_rule[i]:
                     if inflight[i] and not may_form[i]:
                         continue  # blocked on the oldest batch in flight
@@ -117,6 +133,8 @@ class Engine:
                 t_arr = s.next_arrival_ns()
             if acct is not None:
                 for i in touched:
+                    if i in group_of:  # the group sets its ranks' states
+                        continue
                     sched = instances[i].scheduler
                     acct.state(i, now, why_idle(len(inflight[i]), pp[i], len(sched.waiting),
                                                 len(sched.running), queue_rule[i] and not may_form[i], refused[i],

@@ -167,6 +167,8 @@ def summary_stats(result, scheduler_stats) -> dict:
     }
     if getattr(result, "disagg", None) is not None:
         out.update(pool_stats(result))
+    if getattr(result, "dp", None):  # data-parallel groups (dp.py): their lockstep steps, summed
+        out.update({f"dp_{k}": sum(g[k] for g in result.dp) for k in ("steps", "dummy_batches", "padded_tokens")})
     for name, vals in (("ttft", _ms_stats(ttft)), ("tpot", _ms_stats(tpot)),
                        ("itl", itl_stats_ms([r.itl_ns for r in reqs], (50, 90, 95, 99))),
                        ("latency", _ms_stats(latency))):

@@ -54,4 +54,4 @@ class SimResult:
     idle_segments: list | None = None  # (instance, stage, start, end, cause index), when kept for a timeline
     samples: list | None = None  # (t, instance, running, waiting, KV blocks used) per formation, for a timeline
     disagg: dict | None = None  # prefill/decode pools and KV transfers (disagg.py); None: colocated
-    dp: dict | None = None  # a data-parallel group's lockstep steps, dummy batches, padding (dp.py); None: no DP
+    dp: list[dict] | None = None  # per data-parallel group: its ranks, lockstep steps, dummy batches, padding (dp.py)

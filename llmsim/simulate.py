@@ -7,7 +7,7 @@ from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
 from .disagg import DisaggSession, is_disaggregated
 from .dp_reference import ReferenceDPEngine
-from .dp import DPEngine, DPSession, is_data_parallel, is_lockstep
+from .dp import DPSession, GroupStepper, is_data_parallel, is_lockstep
 from .errors import InputError
 from .engine import Engine
 from .instance import Instance, build_instance
@@ -80,11 +80,14 @@ def make_backend(sim: Simulation, name: str = "embedded", options: dict | None =
 def _check_data_parallel(sim: Simulation, backend: Backend) -> None:
     if not is_data_parallel(sim.instances):
         return
-    if not is_lockstep(sim.instances):  # a dense model's independent ranks
-        if sim.instances[0].args.dp_sync == "reference":
-            backend.close()
-            raise InputError(f"{sim.cluster.path}: dp_group: --dp-sync reference models the reference's MoE group "
-                             f"({sim.instances[0].model.name} has no experts); use --dp-sync vllm (independent ranks)")
+    groups = {i.config.dp_group for i in sim.instances} - {None}
+    lockstep = [n for n in groups if is_lockstep([i for i in sim.instances if i.config.dp_group == n])]
+    if sim.instances[0].args.dp_sync == "reference" and (len(groups) > 1 or not lockstep or not all(
+            i.config.dp_group for i in sim.instances)):
+        backend.close()
+        raise InputError(f"{sim.cluster.path}: dp_group: --dp-sync reference models the reference's run: one MoE "
+                         "group and nothing beside it; use --dp-sync vllm")
+    if not lockstep:  # a dense model's independent ranks
         return
     if not backend.supports_data_parallel:
         backend.close()
@@ -132,16 +135,15 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
         acct = None
         if accounting:
             acct = Accountant([i.config.pp_size for i in sim.instances], log_interval_ns, timeline)
-        # A DP group's lockstep loop is llmsim's on every backend (the fork's included: it times
-        # each step in a run of its own).
-        if isinstance(session, DPSession) and session.lockstep:
-            if sim.instances[0].args.dp_sync == "reference":  # no per-stage accounting (docs/moe.md)
-                return ReferenceDPEngine(session, backend, sim.cluster).run()
-            result = DPEngine(session, backend, acct).run()
-        elif backend.capability is Capability.OWNS_CLOCK:
+        # A lockstep DP group steps in llmsim's engine on every backend (the fork's included: it
+        # times each step in a run of its own).
+        lockstep = [g for g in getattr(session, "groups", ()) if is_lockstep([sim.instances[i] for i in g])]
+        if lockstep and sim.instances[0].args.dp_sync == "reference":  # no per-stage accounting (docs/moe.md)
+            return ReferenceDPEngine(session, backend, sim.cluster).run()
+        if backend.capability is Capability.OWNS_CLOCK and not lockstep:
             return backend.drive(session)
-        else:
-            result = Engine(session, backend, acct).run()
+        steppers = [GroupStepper(session, g, backend, acct) for g in lockstep]
+        result = Engine(session, backend, acct, steppers).run()
     if acct is not None:
         result.stages = acct.rows(result.end_ns, sim.instances)
         result.idle_segments = acct.segments

@@ -24,7 +24,7 @@ from llmsim.cli import main as llmsim_main  # noqa: E402
 CONFIGS = ["single_node_single_instance", "single_node_pp_instance", "single_node_pp4_instance",
            "single_node_tp_pp_instance", "single_node_multi_instance", "single_node_tp2_instance",
            "single_node_pd_instance", "rtxpro6000_qwen3_30b_a3b_instance",
-           "rtxpro6000_qwen3_30b_a3b_tp2_ep2_instance"]
+           "rtxpro6000_qwen3_30b_a3b_tp2_ep2_instance", "rtxpro6000_qwen3_30b_a3b_dp2_ep2"]
 
 
 def _workload(rng: random.Random, path: Path, bs: int) -> None:

@@ -4,10 +4,9 @@ whole experts per GPU) against tensor-parallel experts (TP 8, a slice of every e
 
     python scripts/moe_example.py [--model mistralai/Mixtral-8x7B-v0.1] [--hardware H100] [--gpus 8]
 
-Not a serving run: one instance serves an MoE model (TP/PP, every expert on every rank), but expert
-and data parallelism are not wired into the engine yet, so this compares one layer only. Tokens are per DP rank; with EP
-every rank's experts see the tokens of all ranks (vLLM's all-gather dispatch), and the layer takes
-as long as its slowest rank.
+One layer, not a serving run (scripts/moe_serving_example.py serves a model in several layouts).
+Tokens are per DP rank; with EP every rank's experts see the tokens of all ranks (vLLM's all-gather
+dispatch), and the layer takes as long as its slowest rank.
 """
 from __future__ import annotations
 

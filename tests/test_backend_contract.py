@@ -163,7 +163,7 @@ def test_data_parallel_group_serves_as_the_embedded_model_times_it(factory, requ
     ref = run(prepare(DP2, EngineArgs(), reqs()))
     sim = prepare(DP2, EngineArgs(), reqs())
     got = run(sim, make(sim))
-    assert got.dp == ref.dp and ref.dp["dummy_batches"] > 0 and ref.dp["padded_tokens"] > 0
+    assert got.dp == ref.dp and ref.dp[0]["dummy_batches"] > 0 and ref.dp[0]["padded_tokens"] > 0
     a = {r.id: (r.instance, r.end_ns) for done in ref.finished for r in done}
     b = {r.id: (r.instance, r.end_ns) for done in got.finished for r in done}
     assert a.keys() == b.keys() == {0, 1, 2}

@@ -57,13 +57,63 @@ def test_ep_size_must_span_tp_times_dp():
                            "the group's size = 1 x 2 = 2 (vLLM's expert parallelism spans TP x DP)")
 
 
-def test_other_instances_beside_a_group_are_refused():
+def _with(raw, extra):
+    """raw's instances plus `extra` (a list of instance dicts) on its one node."""
+    raw = copy.deepcopy(raw)
+    raw["nodes"][0]["instances"] += extra
+    raw["nodes"][0]["num_instances"] = len(raw["nodes"][0]["instances"])
+    return raw
+
+
+def _ends(res, instances):
+    return {r.id: r.end_ns for i in instances for r in res.finished[i]}
+
+
+def test_two_groups_step_apart_behind_the_router():
+    # groups A (instances 0, 1) and B (2, 3): the run's router picks a group (LOAD: A, B, A, B for
+    # four requests at once), the group's DP balancer a rank (its first request to rank 0, the
+    # second to rank 1). Each group then steps as it would alone: the same completion times as a
+    # run of that group alone with its requests (up to the one host-memory queue the groups share:
+    # a few ns).
     raw = _raw()
-    extra = copy.deepcopy(raw["nodes"][0]["instances"][0])
-    extra.update(dp_group=None, ep_size=1)
-    raw["nodes"][0]["instances"].append(extra)
-    raw["nodes"][0]["num_instances"] = 3
-    assert _error(raw).startswith("c.json: dp_group: a cluster with a dp_group holds that group's instances only")
+    b = [dict(i, dp_group="B") for i in copy.deepcopy(raw["nodes"][0]["instances"])]
+    reqs = lambda ids: [Request(id=i, arrival_ns=0, prompt_len=40 + 16 * i, output_len=4 + i) for i in ids]
+    res = simulate.run(simulate.prepare(cluster_from_dict(_with(raw, b), "c.json"), EngineArgs(), reqs(range(4))))
+    assert [d["group"] for d in res.dp] == ["A", "B"] and all(d["lockstep"] for d in res.dp)
+    assert [sorted(r.id for r in f) for f in res.finished] == [[0], [2], [1], [3]]
+    alone_a = simulate.run(simulate.prepare(str(DP2), EngineArgs(), reqs([0, 2])))
+    alone_b = simulate.run(simulate.prepare(str(DP2), EngineArgs(), reqs([1, 3])))
+    for got, ref in ((_ends(res, [0, 1]), _ends(alone_a, [0, 1])), (_ends(res, [2, 3]), _ends(alone_b, [0, 1]))):
+        assert got.keys() == ref.keys() and all(abs(got[k] - ref[k]) <= 100 for k in got)
+    assert res.dp[0]["steps"] == alone_a.dp[0]["steps"] and res.dp[1]["steps"] == alone_b.dp[0]["steps"]
+
+
+def test_a_plain_instance_beside_a_group():
+    # instance 2 (no dp_group, one GPU holding every expert) is an endpoint of its own: it serves
+    # its requests as it would alone, with per-stage accounting like the group's ranks
+    raw = _raw()
+    plain = dict(copy.deepcopy(raw["nodes"][0]["instances"][0]), dp_group=None, ep_size=1)
+    reqs = lambda ids: [Request(id=i, arrival_ns=0, prompt_len=40 + 16 * i, output_len=4 + i) for i in ids]
+    res = simulate.run(simulate.prepare(cluster_from_dict(_with(raw, [plain]), "c.json"), EngineArgs(),
+                                        reqs(range(4))))
+    mine = sorted(r.id for r in res.finished[2])
+    assert mine and len(res.dp) == 1 and res.dp[0]["ranks"] == 2
+    lone = copy.deepcopy(raw)
+    lone["nodes"][0]["instances"] = [plain]
+    lone["nodes"][0]["num_instances"] = 1
+    alone = simulate.run(simulate.prepare(cluster_from_dict(lone, "l.json"), EngineArgs(), reqs(mine)))
+    got, ref = _ends(res, [2]), _ends(alone, [0])
+    assert got.keys() == ref.keys() and all(abs(got[k] - ref[k]) <= 100 for k in got)
+    assert {r["instance"] for r in res.stages if r["window"] == "run"} == {0, 1, 2}
+
+
+def test_reference_sync_takes_one_group_alone():
+    raw = _raw()
+    b = [dict(i, dp_group="B") for i in copy.deepcopy(raw["nodes"][0]["instances"])]
+    sim = simulate.prepare(cluster_from_dict(_with(raw, b), "c.json"), EngineArgs(dp_sync="reference"), [])
+    with pytest.raises(InputError, match=r"dp_group: --dp-sync reference models the reference's run: one MoE group "
+                                         r"and nothing beside it; use --dp-sync vllm"):
+        simulate.run(sim)
 
 
 def test_dense_group_ranks_are_independent_engines():
@@ -76,7 +126,7 @@ def test_dense_group_ranks_are_independent_engines():
         inst.update(model_name="meta-llama/Llama-3.1-8B", ep_size=1)
     reqs = lambda: [Request(id=i, arrival_ns=0, prompt_len=64 + 32 * i, output_len=5 + i) for i in range(4)]
     res = simulate.run(simulate.prepare(cluster_from_dict(copy.deepcopy(raw), "c.json"), EngineArgs(), reqs()))
-    assert res.dp == {"group": "A", "ranks": 2, "lockstep": False, "steps": 0, "dummy_batches": 0, "padded_tokens": 0}
+    assert res.dp == [{"group": "A", "ranks": 2, "lockstep": False, "steps": 0, "dummy_batches": 0, "padded_tokens": 0}]
     for inst in raw["nodes"][0]["instances"]:
         inst["dp_group"] = None
     plain = simulate.run(simulate.prepare(cluster_from_dict(raw, "p.json"), EngineArgs(), reqs()), routing_policy="RR")
@@ -103,7 +153,7 @@ def test_moe_group_without_expert_parallelism_slices_every_expert_over_tp_x_dp()
     assert a.timer.moe_tokens_ns(8, ("x",)) == a.timer.moe_timer.moe_ns(8, ExpertRouter(128, 8, 1, Routing("expected")).route(8))
     res = simulate.run(simulate.prepare(cluster_from_dict(raw, "c.json"), EngineArgs(),
                                         [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)]))
-    assert res.dp["lockstep"] and res.dp["dummy_batches"] == 32 + 30  # as the EP group's toy below
+    assert res.dp[0]["lockstep"] and res.dp[0]["dummy_batches"] == 32 + 30  # as the EP group's toy below
 
 
 def test_reduce_scatter_and_moe_collectives_by_hand():
@@ -164,7 +214,7 @@ def _sim(requests):
 def test_two_rank_lockstep_by_hand():
     # one request: rank 0 serves it, rank 1 runs 1-token dummy batches padded to rank 0's tokens
     sim, res = _sim([Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
-    assert res.dp["ranks"] == 2 and res.dp["steps"] >= 2 and res.dp["dummy_batches"] >= 2
+    assert res.dp[0]["ranks"] == 2 and res.dp[0]["steps"] >= 2 and res.dp[0]["dummy_batches"] >= 2
     steps = sorted(res.iteration_log, key=lambda r: r.start_ns)
     assert {r.instance for r in steps} == {0}  # only rank 0 has batches
     first = steps[0]
@@ -183,7 +233,7 @@ def test_two_rank_lockstep_by_hand():
     assert step_a > busy_b[0]
     assert first.end_ns - first.start_ns == step_a
     # after the request, dummy steps run to the 32-step wave boundary, then the group pauses
-    assert res.dp["steps"] == 32 and res.dp["dummy_batches"] == 32 + 30
+    assert res.dp[0]["steps"] == 32 and res.dp[0]["dummy_batches"] == 32 + 30
 
 
 def _first_batch(sim):
@@ -198,7 +248,7 @@ def test_requests_spread_over_ranks():
     reqs = [Request(id=i, arrival_ns=i, prompt_len=16, output_len=4) for i in range(4)]
     _, res = _sim(reqs)
     assert sorted(r.id for r in res.finished[0]) == [0, 2] and sorted(r.id for r in res.finished[1]) == [1, 3]
-    assert res.dp["dummy_batches"] >= 30  # the wave's tail after the last request
+    assert res.dp[0]["dummy_batches"] >= 30  # the wave's tail after the last request
 
 
 def test_a_groups_graphs_carry_its_collectives_and_time_as_its_shapes():
@@ -210,7 +260,7 @@ def test_a_groups_graphs_carry_its_collectives_and_time_as_its_shapes():
     res = simulate.run(sim, on_graph=graphs.append, record_iterations=True)
     plain = simulate.run(simulate.prepare(str(DP2), EngineArgs(), reqs()), record_iterations=True)
     assert res.iteration_log == plain.iteration_log and res.end_ns == plain.end_ns  # dumping changes nothing
-    assert len(graphs) == 2 * res.dp["steps"]  # one graph per rank per step
+    assert len(graphs) == 2 * res.dp[0]["steps"]  # one graph per rank per step
     g0, g1 = graphs[0], graphs[1]
     assert (g0.dp_step, g1.dp_step, g0.instance, g1.instance, g1.batch_id) == (0, 0, 0, 1, -1)
     kinds = lambda g: [(o.kind, o.size_bytes) for o in g.stages[0].block_ops if o.kind is not OpKind.COMPUTE]

@@ -59,7 +59,7 @@ def test_an_idle_group_runs_nothing_and_polls_each_millisecond():
     assert req.first_sched_ns == 3_000_001 and not res.finished[1]
     log = sorted(res.iteration_log, key=lambda r: r.start_ns)
     assert [r.instance for r in log] == [0, 0, 0] and log[0].prefill_tokens == 4
-    assert res.dp["steps"] == 3 and res.dp["dummy_batches"] == 3
+    assert res.dp[0]["steps"] == 3 and res.dp[0]["dummy_batches"] == 3
     # rank 1 (the dummy) joins last, so rank 0 starts when rank 1's first node (its input load) ends
     assert log[0].start_ns > 3_000_001
     assert res.end_ns == log[-1].end_ns

@@ -69,3 +69,24 @@ def test_astra_sim_runs_the_collectives_as_llmsim_times_them(tmp_path):
         assert end == 42_036 and [e[0].end_ns for e in events] == [42_036, 42_036], flavor
         ran.append(flavor)
     assert "llmservingsim" in ran
+
+
+@pytest.mark.parametrize("flavor", ["llmservingsim", "upstream"])
+def test_several_groups_are_refused_on_astra_sim_in_one_line(tmp_path, flavor):
+    import copy
+    import json
+
+    from llmsim.config.cluster import cluster_from_dict
+    from llmsim.errors import InputError
+
+    raw = json.loads(DP2.read_text())
+    raw["nodes"][0]["instances"] += [dict(i, dp_group="B") for i in copy.deepcopy(raw["nodes"][0]["instances"])]
+    raw["nodes"][0]["num_instances"] = 4
+    sim = simulate.prepare(cluster_from_dict(raw, "two.json"), EngineArgs(), [])
+    exe = standin_shim(tmp_path, "AnalyticalAstra" if flavor == "llmservingsim"
+                       else "AstraSim_Analytical_Congestion_Unaware")
+    with pytest.raises(InputError, match=r"^two.json: dp_group: on astra-sim \(\w+\) a data-parallel group must be "
+                                         r"the whole cluster") as e:
+        bridge_backend(sim, {"astra_sim_bin": str(exe), "astra_sim_flavor": flavor,
+                             "astra_sim_workdir": str(tmp_path / "w")})
+    assert "\n" not in str(e.value)

@@ -69,6 +69,19 @@ def test_qwen3_30b_a3b_parameter_count():
     assert plan.num_blocks == (int((96 << 30) * 0.9) - ep2) // (2 * 4 * 128 * 48 * 2 * 16)
 
 
+def test_qwen3_235b_a22b_parameter_count():
+    # the example model of docs/moe.md (8 x H100): the same shape at hidden 4096, 64 heads, 94 layers,
+    # experts of 1,536
+    m = load_model_spec(ROOT / "configs" / "model", "Qwen/Qwen3-235B-A22B-Instruct-2507")
+    per_layer = (2 * 4096 + 4096 * (8192 + 2 * 512) + 8192 * 4096  # norms, qkv, o
+                 + 4096 * 128 + 128 * 3 * 4096 * 1536)  # router, 128 experts of 1,536
+    total = 94 * per_layer + 2 * 151936 * 4096 + 4096  # + embedding, lm_head, final norm
+    assert total == 235_093_610_496  # the model card's 235 B
+    assert stage_memory(m, 1, 1, 2, 2)[0].weight_bytes == 2 * total
+    active = 94 * (per_layer - 120 * 3 * 4096 * 1536) + 2 * 151936 * 4096 + 4096  # 8 of 128 experts per token
+    assert round(active / 1e9) == 22  # "A22B"
+
+
 def test_dense_models_ignore_the_expert_split():
     m = load_model_spec(ROOT / "configs" / "model", "meta-llama/Llama-3.1-8B")
     assert stage_memory(m, 2, 2, 2, 2, ep=4, expert_tp=8) == stage_memory(m, 2, 2, 2, 2)

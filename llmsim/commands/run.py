@@ -171,17 +171,17 @@ def _simulate(o: dict) -> tuple:
         stats = metrics.summary_stats(result, [i.scheduler.stats for i in instances])
     if not quiet:
         click.echo(metrics.summary(result, instances, [i.scheduler.stats for i in instances], stats))
-        d = result.dp
-        if d is not None and not d["lockstep"]:
-            click.echo(f"  data-parallel group '{d['group']}': {d['ranks']} independent ranks (a dense model), "
-                       "requests routed by vLLM's DP load balancer")
-        elif d is not None:
-            click.echo(f"  data-parallel group '{d['group']}': {d['ranks']} ranks, {d['steps']} lockstep steps, "
-                       f"{d['dummy_batches']} dummy batches, {d['padded_tokens']} padding tokens"
-                       + ("" if result.stages else " (no per-stage accounting with --dp-sync reference)"))
+        for d in result.dp or ():
+            if not d["lockstep"]:
+                click.echo(f"  data-parallel group '{d['group']}': {d['ranks']} independent ranks (a dense model), "
+                           "requests routed by vLLM's DP load balancer")
+            else:
+                click.echo(f"  data-parallel group '{d['group']}': {d['ranks']} ranks, {d['steps']} lockstep steps, "
+                           f"{d['dummy_batches']} dummy batches, {d['padded_tokens']} padding tokens"
+                           + ("" if result.stages else " (no per-stage accounting with --dp-sync reference)"))
         if result.stages:
             click.echo(stage_report.pipeline_table(result.stages))
-        elif result.stages is None and d is None:
+        elif result.stages is None and not result.dp:
             click.echo("  (no per-stage accounting: this backend reports only whole batches)")
     files = {}  # everything is rendered before anything is written
     if output:

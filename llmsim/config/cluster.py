@@ -216,32 +216,38 @@ def _check_pools(top: Fields, instances: list[InstanceConfig]) -> None:
 
 def _dp_groups(top: Fields, instances: list[InstanceConfig]) -> list[InstanceConfig]:
     """Instances sharing a dp_group name are one vLLM data-parallel deployment (data_parallel_size
-    = the group's size): one model, one tp and pp; ep_size tp x dp with enable_expert_parallel, else 1."""
+    = the group's size): one model, one tp and pp; ep_size tp x dp with enable_expert_parallel, else 1.
+    A cluster may hold several groups and plain instances beside them (each an endpoint of the
+    run's router), but no prefill/decode pools with groups."""
     names = list(dict.fromkeys(i.dp_group for i in instances if i.dp_group is not None))
     if not names:
         return instances
-    if len(instances) != sum(1 for i in instances if i.dp_group == names[0]):
-        top.fail("a cluster with a dp_group holds that group's instances only (other instances or groups beside it "
-                 "are not wired yet)", "dp_group")
-    members = instances
-    first, n = members[0], len(members)
-    for i in members:
-        f = lambda key: f"{i.where.split(': ', 1)[-1]}.{key}"
-        if i.pd_type is not None:
-            top.fail(f"dp_group '{names[0]}' member has pd_type {i.pd_type!r}: disaggregation with data parallelism "
-                     "is not wired yet", f("pd_type"))
-        for key in ("model_name", "hardware", "tp_size", "pp_size", "ep_size"):
-            if getattr(i, key) != getattr(first, key):
-                top.fail(f"dp_group '{names[0]}' members disagree ({getattr(i, key)!r} against {getattr(first, key)!r} "
-                         "of its first instance); a data-parallel group runs one model with one layout", f(key))
-        if i.pp_size > 1:
-            top.fail(f"dp_group '{names[0]}': pipeline parallelism inside a data-parallel group is not wired yet",
-                     f("pp_size"))
-    if n < 2:
-        top.fail(f"dp_group '{names[0]}' has one instance; a data-parallel group needs two or more (or remove "
-                 "dp_group)", "dp_group")
-    if first.ep_size not in (1, first.tp_size * n):
-        top.fail(f"dp_group '{names[0]}': ep_size {first.ep_size} must be 1 (no expert parallelism) or tp_size x the "
-                 f"group's size = {first.tp_size} x {n} = {first.tp_size * n} (vLLM's expert parallelism spans TP x DP)",
-                 "ep_size")
-    return [replace(i, dp_rank=r, dp_size=n) for r, i in enumerate(members)]
+    out = list(instances)
+    for name in names:
+        members = [i for i in instances if i.dp_group == name]
+        first, n = members[0], len(members)
+        for i in members:
+            f = lambda key: f"{i.where.split(': ', 1)[-1]}.{key}"
+            if i.pd_type is not None:
+                top.fail(f"dp_group '{name}' member has pd_type {i.pd_type!r}: disaggregation with data parallelism "
+                         "is not wired yet", f("pd_type"))
+            for key in ("model_name", "hardware", "tp_size", "pp_size", "ep_size"):
+                if getattr(i, key) != getattr(first, key):
+                    top.fail(f"dp_group '{name}' members disagree ({getattr(i, key)!r} against {getattr(first, key)!r} "
+                             "of its first instance); a data-parallel group runs one model with one layout", f(key))
+            if i.pp_size > 1:
+                top.fail(f"dp_group '{name}': pipeline parallelism inside a data-parallel group is not wired yet",
+                         f("pp_size"))
+        if n < 2:
+            top.fail(f"dp_group '{name}' has one instance; a data-parallel group needs two or more (or remove "
+                     "dp_group)", "dp_group")
+        if first.ep_size not in (1, first.tp_size * n):
+            top.fail(f"dp_group '{name}': ep_size {first.ep_size} must be 1 (no expert parallelism) or tp_size x the "
+                     f"group's size = {first.tp_size} x {n} = {first.tp_size * n} (vLLM's expert parallelism spans "
+                     "TP x DP)", "ep_size")
+        for r, i in enumerate(members):
+            out[i.index] = replace(i, dp_rank=r, dp_size=n)
+    if any(i.pd_type for i in instances):
+        top.fail("prefill/decode instances beside a dp_group: disaggregation with data parallelism is not wired yet",
+                 "pd_type")
+    return out
