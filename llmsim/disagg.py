@@ -110,13 +110,20 @@ class DisaggSession(Session):
                 if i not in touched:
                     touched.append(i)
         for req in self._arrived(now):
-            i = self._to_prefill(req)
+            i = self._to_prefill(req, now)
             if i is not None and i not in touched:
                 touched.append(i)
         return touched
 
-    def _to_prefill(self, req: Request) -> int | None:
-        i = self.prefill[self.router_p.pick()]
+    def _pick_prefill(self, now: int) -> int:
+        """The prefill instance a request goes to (data-parallel pools override it: dp_disagg.py)."""
+        return self.prefill[self.router_p.pick()]
+
+    def _pick_decode(self, now: int) -> int:
+        return self.decode[self.router_d.pick()]
+
+    def _to_prefill(self, req: Request, now: int) -> int | None:
+        i = self._pick_prefill(now)
         # max_tokens=1 on the prefill instance (vLLM's proxy sends the prompt so)
         shadow = Request(req.id, req.arrival_ns, req.prompt_len, 1, req.token_ids)
         reason = self.instances[i].scheduler.admission_error(shadow)
@@ -134,7 +141,7 @@ class DisaggSession(Session):
     def _hand_off(self, shadow: Request, now: int) -> list[int]:
         """The prefill is done: the client's request joins a decode instance's queue."""
         req, p = self._client[shadow], shadow.instance
-        d = self.decode[self.router_d.pick()]
+        d = self._pick_decode(now)
         sched = self.instances[d].scheduler
         reason = sched.admission_error(req)
         if reason:  # a smaller decode instance than the one that admitted it at arrival
@@ -156,8 +163,8 @@ class DisaggSession(Session):
         del self._client[shadow]
         self.instances[shadow.instance].pool.free(shadow)
 
-    def form_batch(self, i: int, now: int, want_graph: bool = True):
-        out = super().form_batch(i, now, want_graph)
+    def form_batch(self, i: int, now: int, want_graph: bool = True, dump: bool = True):
+        out = super().form_batch(i, now, want_graph, dump)
         sched = self.instances[i].scheduler
         if sched.loads:  # blocks allocated on the decode side: the KV moves now
             for req in sched.loads:

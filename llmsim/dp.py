@@ -106,55 +106,87 @@ class _EndpointLoad:
         return range(sum(len(x.running) for x in self._s))
 
 
+class DPGroups:
+    """A cluster's data-parallel groups: their members, each group's DP balancer (vLLM's API server
+    in front of each deployment), which ones step in lockstep, and each lockstep group's counts."""
+
+    def __init__(self, instances, balancer: bool = True):
+        names = list(dict.fromkeys(i.config.dp_group for i in instances if i.config.dp_group is not None))
+        self.instances = instances
+        self.groups = [[i.index for i in instances if i.config.dp_group == n] for n in names]
+        self.of = {i: g for g in self.groups for i in g}
+        self.balancers = {g[0]: DPBalancer([instances[i].scheduler for i in g]) for g in self.groups} if balancer else {}
+        self.independent = {g[0] for g in self.groups if not is_lockstep([instances[i] for i in g])}
+        self.stats: dict[int, dict] = {}  # first rank -> steps, dummy batches, padding tokens (GroupStepper)
+
+    def balancer(self, first: int) -> "DPBalancer | None":
+        return self.balancers.get(first)
+
+    def observe_batch(self, i: int, now: int) -> None:
+        """An independent engine (a dense model's rank) reports its counts after its step."""
+        g = self.of.get(i)
+        if g is not None and g[0] in self.independent and g[0] in self.balancers:
+            self.balancers[g[0]].observe(now)
+
+    def summary(self, fallback: dict) -> list[dict]:
+        """Per group: its ranks, whether it steps in lockstep, its counts (fallback: a group stepped
+        outside GroupStepper, the reference's mode)."""
+        return [{"group": self.instances[g[0]].config.dp_group, "ranks": len(g), "lockstep": g[0] not in self.independent,
+                 **(self.stats.get(g[0]) or fallback)} for g in self.groups]
+
+
+class EndpointRouter:
+    """Arrivals over endpoints among `members` (instance indices): a plain instance, or a DP group as
+    one (by the run's router policy), then within a group a rank by the group's balancer. With one
+    endpoint the router has nothing to choose."""
+
+    def __init__(self, dp: DPGroups, members: list[int], policy: str, seed: int):
+        seen, self.endpoints = set(), []
+        for i in members:
+            g = dp.of.get(i, [i])
+            if g[0] not in seen:
+                seen.add(g[0])
+                self.endpoints.append(g)
+        insts = dp.instances
+        loads = [insts[e[0]].scheduler if len(e) == 1 else _EndpointLoad([insts[i].scheduler for i in e])
+                 for e in self.endpoints]
+        self.router = Router(loads, policy, seed)
+        self.dp = dp
+
+    def pick(self, now: int) -> int:
+        e = self.endpoints[self.router.pick() if len(self.endpoints) > 1 else 0]
+        if len(e) == 1:
+            return e[0]
+        return e[self.dp.balancers[e[0]].pick(now)]
+
+
 class DPSession(Session):
-    """The step API with data-parallel groups (and plain instances beside them). An arrival goes to
-    an endpoint (a plain instance or a group) by the run's router, then within a group to a rank
-    by the group's DPBalancer (vLLM's API server in front of each deployment). With the whole
-    cluster one group the router has nothing to choose."""
+    """The step API with data-parallel groups (and plain instances beside them): arrivals routed by
+    an EndpointRouter over the whole cluster."""
 
     def __init__(self, instances, requests, *, balancer: bool = True, **kw):
         """balancer: route within a group by vLLM's DP load balancer; False: by the run's router over
         the group's ranks (the reference's: one group, tp 1, dp_reference.py)."""
         super().__init__(instances, requests, **kw)
-        names = list(dict.fromkeys(i.config.dp_group for i in instances if i.config.dp_group is not None))
-        self.groups = [[i.index for i in instances if i.config.dp_group == n] for n in names]
-        self.endpoints = sorted([[i.index] for i in instances if i.config.dp_group is None] + self.groups)
-        self._balancer = {g[0]: DPBalancer([instances[i].scheduler for i in g]) for g in self.groups} if balancer else {}
-        self._group_of = {i: g for g in self.groups for i in g}
-        loads = [instances[e[0]].scheduler if len(e) == 1 else _EndpointLoad([instances[i].scheduler for i in e])
-                 for e in self.endpoints]
-        self._endpoint_router = Router(loads, kw.get("routing_policy", "LOAD"), kw.get("seed", DEFAULT_SEED))
-        self._independent = {g[0] for g in self.groups if not is_lockstep([instances[i] for i in g])}
-        self.group_stats: dict[int, dict] = {}  # first rank -> steps, dummy batches, padding tokens
+        self.dp = DPGroups(instances, balancer)
+        self.groups = self.dp.groups
+        self._endpoints = EndpointRouter(self.dp, list(range(len(instances))), kw.get("routing_policy", "LOAD"),
+                                         kw.get("seed", DEFAULT_SEED)) if balancer else None
         # the reference's mode (dp_reference.py) keeps its one group's counts here
         self.dummy_batches = self.padded_tokens = self.group_steps = 0
 
-    def balancer(self, first: int) -> "DPBalancer | None":
-        return self._balancer.get(first)
-
     def _pick(self, now: int) -> int:
-        if not self._balancer:
-            return super()._pick(now)
-        e = self.endpoints[self._endpoint_router.pick() if len(self.endpoints) > 1 else 0]
-        if len(e) == 1:
-            return e[0]
-        return e[self._balancer[e[0]].pick(now)]
+        return self._endpoints.pick(now) if self._endpoints is not None else super()._pick(now)
 
     def complete_batch(self, i: int, batch_id: int, now: int) -> bool:
         done = super().complete_batch(i, batch_id, now)
-        g = self._group_of.get(i)
-        if g is not None and g[0] in self._independent and g[0] in self._balancer:
-            self._balancer[g[0]].observe(now)  # an independent engine reports after its step
+        self.dp.observe_batch(i, now)
         return done
 
     def finish(self, now: int) -> SimResult:
         result = super().finish(now)
-        result.dp = []
-        for g in self.groups:
-            stats = self.group_stats.get(g[0]) or {
-                "steps": self.group_steps, "dummy_batches": self.dummy_batches, "padded_tokens": self.padded_tokens}
-            result.dp.append({"group": self.instances[g[0]].config.dp_group, "ranks": len(g),
-                              "lockstep": g[0] not in self._independent, **stats})
+        result.dp = self.dp.summary({"steps": self.group_steps, "dummy_batches": self.dummy_batches,
+                                     "padded_tokens": self.padded_tokens})
         return result
 
 
@@ -168,8 +200,8 @@ class GroupStepper:
         self.insts = [session.instances[i] for i in members]
         args = self.insts[0].args
         self.capture = cuda_graph_max_tokens(args.max_num_seqs, args.max_num_batched_tokens)
-        self.balancer = session.balancer(members[0])
-        self.stats = session.group_stats[members[0]] = {"steps": 0, "dummy_batches": 0, "padded_tokens": 0}
+        self.balancer = session.dp.balancer(members[0])
+        self.stats = session.dp.stats[members[0]] = {"steps": 0, "dummy_batches": 0, "padded_tokens": 0}
         self.busy = False  # a step in flight
         self.running = False  # the wave: steps go on (dummies included) until it ends
         self.counter = 0  # steps in this wave

@@ -6,6 +6,7 @@ from .backends.base import Backend, Capability
 from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
 from .disagg import DisaggSession, is_disaggregated
+from .dp_disagg import DisaggDPSession
 from .dp_reference import ReferenceDPEngine
 from .dp import DPSession, GroupStepper, is_data_parallel, is_lockstep
 from .errors import InputError
@@ -117,7 +118,11 @@ def run(sim: Simulation, backend: Backend | None = None, *, routing_policy: str 
               record_iterations=record_iterations or timeline, on_graph=on_graph, seed=seed)
     if is_disaggregated(sim.instances):
         _check_disaggregation(sim, backend)
-        session = DisaggSession(sim.instances, sim.requests, sim.cluster, **kw)
+        if is_data_parallel(sim.instances):  # DP groups inside the pools
+            _check_data_parallel(sim, backend)
+            session = DisaggDPSession(sim.instances, sim.requests, sim.cluster, **kw)
+        else:
+            session = DisaggSession(sim.instances, sim.requests, sim.cluster, **kw)
         session.transfer_ns = backend.kv_transfer_ns
     elif is_data_parallel(sim.instances):
         _check_data_parallel(sim, backend)

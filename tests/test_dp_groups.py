@@ -41,7 +41,7 @@ def test_the_reference_config_is_accepted():
 @pytest.mark.parametrize("change, where", [
     ({"tp_size": 2, "num_npus": 2}, "nodes[0].instances[1].tp_size: dp_group 'A' members disagree"),
     ({"model_name": "Qwen/Qwen3-32B"}, "nodes[0].instances[1].model_name: dp_group 'A' members disagree"),
-    ({"pd_type": "decode"}, "nodes[0].instances[1].pd_type: dp_group 'A' member has pd_type 'decode'"),
+    ({"pd_type": "decode"}, "nodes[0].instances[1].pd_type: dp_group 'A' members disagree"),
 ])
 def test_inconsistent_groups_name_the_field(change, where):
     raw = _raw()
@@ -333,3 +333,30 @@ def test_accounting_charges_the_faster_rank_its_wait():
             for i, e in ends.items():
                 wait[i] += max(ends.values()) - e
     assert wait[1] > 0 and rows[1]["idle_dp_peer_ns"] == wait[1] and rows[0]["idle_dp_peer_ns"] == wait[0]
+
+
+def test_disaggregated_pools_of_dp_groups():
+    # a prefill group P (instances 0, 1) and a decode group D (2, 3): one request is prefilled by P's
+    # rank 0 (rank 1 runs dummies), its KV moves to D's rank 0, which decodes it beside D's dummies.
+    # The decode side's first step starts when the KV has arrived: the prefill step's end plus
+    # latency + prompt x one rank's KV shard / bandwidth on the instance link (16 GB/s, 20 us).
+    raw = _raw()
+    for inst in raw["nodes"][0]["instances"]:
+        inst.update(dp_group="P", pd_type="prefill")
+    raw = _with(raw, [dict(i, dp_group="D", pd_type="decode") for i in copy.deepcopy(raw["nodes"][0]["instances"])])
+    sim = simulate.prepare(cluster_from_dict(raw, "pd.json"), EngineArgs(), [Request(id=0, arrival_ns=0, prompt_len=64,
+                                                                                     output_len=3)])
+    res = simulate.run(sim, record_iterations=True)
+    (req,) = res.finished[2]
+    assert req.prefill_instance == 0 and [len(f) for f in res.finished] == [0, 0, 1, 0]
+    assert [(d["group"], d["lockstep"]) for d in res.dp] == [("P", True), ("D", True)]
+    assert res.dp[0]["dummy_batches"] >= 1 and res.dp[1]["dummy_batches"] >= 3
+    log = sorted(res.iteration_log, key=lambda r: r.start_ns)
+    prefill = [r for r in log if r.instance == 0]
+    decode = [r for r in log if r.instance == 2]
+    assert len(prefill) == 1 and prefill[0].prefill_tokens == 64
+    shard = 64 * 2 * 4 * 128 * 48 * 2  # K and V, 4 KV heads of 128, 48 layers, bf16: one rank holds all of it
+    transfer = int(20_000 + shard / (16 * 2**30 / 1e9))
+    group_end = max(r.end_ns for r in log if r.start_ns == prefill[0].start_ns)  # the P group's step
+    assert decode[0].start_ns == group_end + transfer
+    assert res.disagg["transfers"] == 1

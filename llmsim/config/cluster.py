@@ -218,7 +218,7 @@ def _dp_groups(top: Fields, instances: list[InstanceConfig]) -> list[InstanceCon
     """Instances sharing a dp_group name are one vLLM data-parallel deployment (data_parallel_size
     = the group's size): one model, one tp and pp; ep_size tp x dp with enable_expert_parallel, else 1.
     A cluster may hold several groups and plain instances beside them (each an endpoint of the
-    run's router), but no prefill/decode pools with groups."""
+    run's router); with prefill/decode pools a group sits in one pool."""
     names = list(dict.fromkeys(i.dp_group for i in instances if i.dp_group is not None))
     if not names:
         return instances
@@ -228,10 +228,7 @@ def _dp_groups(top: Fields, instances: list[InstanceConfig]) -> list[InstanceCon
         first, n = members[0], len(members)
         for i in members:
             f = lambda key: f"{i.where.split(': ', 1)[-1]}.{key}"
-            if i.pd_type is not None:
-                top.fail(f"dp_group '{name}' member has pd_type {i.pd_type!r}: disaggregation with data parallelism "
-                         "is not wired yet", f("pd_type"))
-            for key in ("model_name", "hardware", "tp_size", "pp_size", "ep_size"):
+            for key in ("model_name", "hardware", "tp_size", "pp_size", "ep_size", "pd_type"):
                 if getattr(i, key) != getattr(first, key):
                     top.fail(f"dp_group '{name}' members disagree ({getattr(i, key)!r} against {getattr(first, key)!r} "
                              "of its first instance); a data-parallel group runs one model with one layout", f(key))
@@ -247,7 +244,4 @@ def _dp_groups(top: Fields, instances: list[InstanceConfig]) -> list[InstanceCon
                      "TP x DP)", "ep_size")
         for r, i in enumerate(members):
             out[i.index] = replace(i, dp_rank=r, dp_size=n)
-    if any(i.pd_type for i in instances):
-        top.fail("prefill/decode instances beside a dp_group: disaggregation with data parallelism is not wired yet",
-                 "pd_type")
     return out
