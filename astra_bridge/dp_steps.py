@@ -14,9 +14,16 @@ from llmsim.errors import InputError
 
 
 def check_group(cluster, flavor: str) -> None:
-    """The bridge runs one DP group on the reference's flat layout, where the group's collectives
-    span whole dimensions (the config already refuses instances beside a group)."""
-    if any(i.dp_group for i in cluster.instances) and cluster.network is not None:
+    """The bridge runs one DP group, alone in the cluster, on the reference's flat layout: there the
+    group's collectives span whole dimensions (a group beside others would need comm groups)."""
+    names = {i.dp_group for i in cluster.instances}
+    if names == {None}:
+        return
+    if len(names) > 1:
+        raise InputError(f"{cluster.path}: dp_group: on astra-sim ({flavor}) a data-parallel group must be the whole "
+                         "cluster (its collectives span a whole dimension of ASTRA-Sim's network); use --backend "
+                         "embedded for several groups or instances beside one")
+    if cluster.network is not None:
         raise InputError(f"{cluster.path}: dp_group: on astra-sim ({flavor}) a data-parallel group needs the flat "
                          "network of link_bw / link_latency (its collectives span a whole dimension); drop "
                          "\"network\" or use --backend embedded")

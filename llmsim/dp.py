@@ -1,5 +1,9 @@
-"""Data-parallel groups (cluster config `dp_group`) as vLLM 0.19 serves a mixture-of-experts model
-with data_parallel_size > 1 and expert parallelism (docs/moe.md, "Data parallelism").
+"""Data-parallel groups (cluster config `dp_group`) as vLLM 0.19 serves a model with
+data_parallel_size > 1 (docs/moe.md, "Data parallelism"). A mixture-of-experts group steps in
+lockstep (below); a dense model's ranks are independent engines, only routed by the group's
+balancer. A cluster may hold several groups and plain instances: the run's router picks an
+endpoint (EndpointRouter), the group's balancer a rank; prefill/decode pools may hold groups
+(dp_disagg.py).
 
 - Each DP rank is an instance: its own scheduler and KV cache (vLLM: one DPEngineCoreProc each).
 - Requests go to a rank as the API server's DP load balancer picks it (DPLBAsyncMPClient
