@@ -96,21 +96,29 @@ class ForkBackend(ClockOwningBackend):
         self._kv: dict[tuple[int, int, int], int] = {}  # (src, dst, shard bytes) -> transfer ns
         self.paths = None
         check_group(cluster, "llmservingsim")
-        self._dp = DPSteps(self.workdir / "workload", self._write_anonymous, self._run_once, self.traces)
+        self._dp = DPSteps(self.workdir / "workload", "llmservingsim", cluster.total_npus, self._id,
+                           self._write_anonymous, self._run_once, self.traces)
         self._dp_placement = None
 
-    def submit_dp_step(self, insts, batches, tokens, step, graphs, t_ns: int, detail: bool = False):
+    def _inputs(self):
+        """ASTRA-Sim's input files, written once (by drive(), or by the first run of its own)."""
         if self.paths is None:
             self.paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
+        return self.paths
+
+    def submit_dp_step(self, insts, batches, tokens, step, graphs, t_ns: int, detail: bool = False):
+        self._inputs()
+        if self._dp_placement is None:
             self._dp_placement = Placement(self.cluster)
         splits = [self.shadow.stage_split(g) for g in graphs] if detail else None
         return self._dp.place(self._dp_placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail, splits)
 
-    def _write_anonymous(self, graph, prefix: Path) -> None:
-        write_graph(graph, prefix, "llmservingsim", self.multi_dim, anonymous=True, layout=self.layout)
+    def _write_anonymous(self, graph, prefix: Path, dp_pg=None) -> None:
+        write_graph(graph, prefix, "llmservingsim", self.multi_dim, anonymous=True, layout=self.layout, dp_pg=dp_pg)
 
-    def _run_once(self, prefix: Path, what: str, needed: list[int]) -> dict[int, int]:
-        return run_on_fork(self.binary, self.paths, prefix, needed, self.cluster.total_npus, self.timeout_s, what)
+    def _run_once(self, prefix: Path, what: str, needed: list[int], comm_group: Path | None = None) -> dict[int, int]:
+        return run_on_fork(self.binary, self._inputs(), prefix, needed, self.cluster.total_npus, self.timeout_s, what,
+                           comm_group)
 
     def close(self) -> None:
         if self.run_folder is not None:
@@ -173,7 +181,7 @@ class ForkBackend(ClockOwningBackend):
     # -- the loop -------------------------------------------------------------------------------------
     def drive(self, session: Session) -> SimResult:
         self.session = s = session
-        self.paths = paths = write_inputs(self.cluster, self.workdir, "llmservingsim")
+        paths = self._inputs()
         first = max(1, s.next_arrival_ns() or 0)
         startup = write_wait(range(self.cluster.total_npus), self.workdir / "workload" / "event_handler" / "llm",
                              "llmservingsim", first)

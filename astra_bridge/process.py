@@ -163,13 +163,16 @@ class AstraProcess:
 
 
 def run_on_fork(binary: Path, paths, prefix: Path, needed: list[int], total_npus: int, timeout_s: float,
-                what: str) -> dict[int, int]:
+                what: str, comm_group: Path | None = None) -> dict[int, int]:
     """One run of the fork on one workload (a KV transfer, a data-parallel step), apart from the
     run's persistent process; returns the finish time (ns) of each NPU in `needed`. Every NPU is
-    its own start NPU, so each reports when done; the run exits once every needed NPU has."""
+    its own start NPU, so each reports when done; the run exits once every needed NPU has.
+    comm_group: a --comm-group-configuration file (a DP group beside others: dp_steps.py)."""
     cmd = [str(binary), f"--workload-configuration={prefix}", f"--system-configuration={paths.system}",
            f"--network-configuration={paths.network}", f"--memory-configuration={paths.memory}",
            f"--start-npu-ids={','.join(str(n) for n in range(total_npus))},"]
+    if comm_group is not None:
+        cmd.append(f"--comm-group-configuration={comm_group}")
     proc = AstraProcess(cmd, str(prefix.parent), timeout_s)
     finish: dict[int, int] = {}
     need = set(needed)

@@ -18,10 +18,12 @@ from .chakra.codec import (CollectiveCommType, coll_node, comp_node, global_meta
 
 
 def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_dim: bool,
-              first_id: int = 0, mem_cost_ns=None, tag: int | None = None, layout=None) -> list:
+              first_id: int = 0, mem_cost_ns=None, tag: int | None = None, layout=None, dp_pg: str | None = None) -> list:
     """mem_cost_ns(size) -> ns: with it, upstream traces fold host-memory ops into compute time.
     tag: the send/recv tag (default: the batch id). layout (inputs.AstraLayout): ASTRA-Sim's NPU
-    numbering and the TP collectives' dimensions, when not the reference's flat layout."""
+    numbering and the TP collectives' dimensions, when not the reference's flat layout. dp_pg: the
+    DP collectives' communicator group (a DP group beside others: dp_steps.py); None: they span
+    the dimensions beside TP's."""
     tag = graph.batch_id if tag is None else tag
     prog = graph.stages[stage]
     ident = layout.id if layout is not None else (lambda n: n)
@@ -80,7 +82,10 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
         elif op.kind in (OpKind.DP_ALLGATHER, OpKind.DP_REDUCESCATTER):
             kind = (CollectiveCommType.ALL_GATHER if op.kind is OpKind.DP_ALLGATHER
                     else CollectiveCommType.REDUCE_SCATTER)
-            add(coll_node, op.name, kind, op.size_bytes, involved_dim=dp_dims)
+            if dp_pg is None:
+                add(coll_node, op.name, kind, op.size_bytes, involved_dim=dp_dims)
+            else:  # the group from the comm-group file (upstream names it; the fork takes the file's)
+                add(coll_node, op.name, kind, op.size_bytes, pg_name=dp_pg if flavor == "upstream" else None)
         elif op.kind is OpKind.SEND:
             add(send_node, op.name, me, ident(graph.npu(op.peer_stage, rank)), op.size_bytes, _tag(tag, sends))
             sends += 1
@@ -100,10 +105,11 @@ def _tag(tag: int, k: int) -> int:
 
 
 def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: bool, mem_cost_ns=None,
-                anonymous: bool = False, layout=None) -> Path:
+                anonymous: bool = False, layout=None, dp_pg=None) -> Path:
     """Write `<prefix>.<npu>.et` for every NPU of the graph's instance; returns the prefix.
     anonymous: no batch id in the files (tag 0), so two batches of one shape give identical bytes
-    (a graph run in a process of its own needs no unique tags)."""
+    (a graph run in a process of its own needs no unique tags). dp_pg(rank) -> the DP collectives'
+    communicator group of the instance's TP rank (npu_nodes)."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     name = "iteration" if anonymous else graph_folder(graph)
     meta = global_metadata(schema="1.0.2-chakra.0.0.4", input_file=name)
@@ -112,7 +118,7 @@ def write_graph(graph: IterationGraph, prefix: Path, flavor: str, multi_dim: boo
             npu = graph.npu(stage, rank) if layout is None else layout.id(graph.npu(stage, rank))
             write_et(f"{prefix}.{npu}.et", meta, npu_nodes(graph, stage, rank, flavor, multi_dim,
                                                            mem_cost_ns=mem_cost_ns, tag=0 if anonymous else None,
-                                                           layout=layout))
+                                                           layout=layout, dp_pg=dp_pg(rank) if dp_pg else None))
     return prefix
 
 

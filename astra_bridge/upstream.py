@@ -56,17 +56,19 @@ class UpstreamBackend(StageTimingBackend):
         self.traces = TraceFiles(self.workdir / "graphs", keep_traces)
         self._model = EmbeddedBackend(cluster)  # splits a stage's busy time into compute and SEND for the accounting
         check_group(cluster, "upstream")
-        self._dp = DPSteps(self.workdir / "graphs", self._write_anonymous, self._run_prefix, self.traces)
+        self._dp = DPSteps(self.workdir / "graphs", "upstream", self.total_npus,
+                           self.layout.id if self.layout is not None else (lambda n: n), self._write_anonymous,
+                           self._run_prefix, self.traces)
 
     def submit_dp_step(self, insts, batches, tokens, step, graphs, t_ns: int, detail: bool = False):
         splits = [self._model.stage_split(g) for g in graphs] if detail else None
         return self._dp.place(self.placement, insts, batches, self._dp.busy_ns(graphs), t_ns, detail, splits)
 
-    def _write_anonymous(self, graph: IterationGraph, prefix: Path) -> None:
+    def _write_anonymous(self, graph: IterationGraph, prefix: Path, dp_pg=None) -> None:
         host = self._host[graph.instance]
         write_graph(graph, prefix, "upstream", self.multi_dim,
                     mem_cost_ns=lambda size: mem_ns(host.bw_gbps, host.latency_ns, size), anonymous=True,
-                    layout=self.layout)
+                    layout=self.layout, dp_pg=dp_pg)
 
     def submit(self, inst, batch, graph, t_ns: int, detail: bool = False) -> BatchTiming:
         # ASTRA-Sim's measured stage times already include host-memory loads and stores.
@@ -93,11 +95,13 @@ class UpstreamBackend(StageTimingBackend):
             self.traces.done(prefix)
         return self._cache[key][0]
 
-    def _run_prefix(self, prefix: Path, what: str, needed: list[int]) -> dict[int, int]:
+    def _run_prefix(self, prefix: Path, what: str, needed: list[int], comm_group: Path | None = None) -> dict[int, int]:
         """Run the binary on one workload; the NPUs in `needed` must report their finish."""
         cmd = [str(self.binary), f"--workload-configuration={prefix}",
                f"--system-configuration={self.paths.system}", f"--network-configuration={self.paths.network}",
                f"--remote-memory-configuration={self.paths.memory}"]
+        if comm_group is not None:
+            cmd.append(f"--comm-group-configuration={comm_group}")
         finish, code, last, why = _run_bounded(cmd, prefix.parent, self.timeout_s, self.binary)
         if why:
             raise BackendError(f"{self.binary}: {what}: {why}; last output: {last[:200]!r}")

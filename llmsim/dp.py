@@ -122,6 +122,7 @@ class DPGroups:
         self.balancers = {g[0]: DPBalancer([instances[i].scheduler for i in g]) for g in self.groups} if balancer else {}
         self.independent = {g[0] for g in self.groups if not is_lockstep([instances[i] for i in g])}
         self.stats: dict[int, dict] = {}  # first rank -> steps, dummy batches, padding tokens (GroupStepper)
+        self.steps = 0  # steps of all groups so far: numbers each step across the run (trace folders, draws)
 
     def balancer(self, first: int) -> "DPBalancer | None":
         return self.balancers.get(first)
@@ -257,7 +258,8 @@ class GroupStepper:
             self._idle(now)  # nothing can be scheduled until a request arrives
             return None
         tokens = dp_tokens(batches, self.capture)
-        step_no = self.stats["steps"]
+        step_no = s.dp.steps
+        s.dp.steps += 1
         step = dp_step(insts, tokens, step_no)
         graphs = None
         if self.backend.needs_graphs or s.on_graph:

@@ -90,6 +90,12 @@ def _check_data_parallel(sim: Simulation, backend: Backend) -> None:
                          "group and nothing beside it; use --dp-sync vllm")
     if not lockstep:  # a dense model's independent ranks
         return
+    outside = [i.index for i in sim.instances if i.config.dp_group not in lockstep]
+    if backend.capability is Capability.OWNS_CLOCK and outside:
+        backend.close()
+        raise InputError(f"{sim.cluster.path}: dp_group: on {backend.name} data-parallel groups step in llmsim's engine, "
+                         f"which cannot time instances {outside} outside them there; put every instance in a group, "
+                         "or use --astra-sim-flavor upstream or --backend embedded")
     if not backend.supports_data_parallel:
         backend.close()
         raise InputError(f"{sim.cluster.path}: dp_group: backend {backend.name} does not run data-parallel groups")

@@ -37,7 +37,7 @@ import yaml
 from astra_bridge.chakra import codec
 from astra_bridge.chakra.et_def import CollectiveCommType
 from llmsim.backends.network import (Link, hierarchical_allgather_ns, hierarchical_allreduce_ns, mem_ns, p2p_ns,
-                                     ring_reducescatter_ns)
+                                     ring_allgather_ns, ring_allreduce_ns, ring_reducescatter_ns)
 
 FLAVOR = "llmservingsim"
 IDLE_STEP_NS = 1_000_000  # the fork's EventQueue::add_current_time() on an empty queue
@@ -60,13 +60,17 @@ def _stamp(now: int) -> str:
 class Topology:
     """network.yml + system.json + memory json, as astra_bridge.inputs writes them."""
 
-    def __init__(self, network: str, system: str, memory: str):
+    def __init__(self, network: str, system: str, memory: str, comm_group: str | None = None):
         try:
             net = yaml.safe_load(Path(network).read_text())
             sysj = json.loads(Path(system).read_text())
             self.mem = json.loads(Path(memory).read_text())
+            groups = json.loads(Path(comm_group).read_text()) if comm_group else {}
         except (OSError, ValueError, yaml.YAMLError) as e:
             raise StandinError(f"cannot read a configuration file: {e}") from None
+        # the fork puts every collective of an NPU listed in --comm-group-configuration into its group
+        self.comm_groups = {int(n): tuple(sorted(int(m) for m in members)) for members in groups.values()
+                            for n in members}
         self.dims = [int(n) for n in net["npus_count"]]
         n = len(self.dims)
         self.kinds = list(net.get("topology", ["FullyConnected"] * n))
@@ -134,6 +138,20 @@ class Topology:
         d = dims[0]
         return ring_reducescatter_ns(self.ring_links[d], size, self.dims[d], local_mem_bw_gbps=self.local_bw,
                                      endpoint_delay_ns=self.e)
+
+    def comm_group_ns(self, ctype, size: int, group: tuple[int, ...]) -> int:
+        """A collective over a comm group: one ring of its members on the one dimension they differ in."""
+        coords = [self.coords(n) for n in group]
+        dims = [d for d in range(len(self.dims)) if len({c[d] for c in coords}) > 1]
+        if len(dims) != 1:
+            raise StandinError(f"comm group {list(group)} spans dimensions {dims}: not modelled by the stand-in")
+        link, n = self.ring_links[dims[0]], len(group)
+        if ctype == CollectiveCommType.ALL_GATHER:
+            return ring_allgather_ns(link, size, n, endpoint_delay_ns=self.e, splits=self.splits)
+        if ctype == CollectiveCommType.REDUCE_SCATTER:
+            return ring_reducescatter_ns(link, size, n, local_mem_bw_gbps=self.local_bw, endpoint_delay_ns=self.e)
+        return ring_allreduce_ns(link, size, n, local_mem_bw_gbps=self.local_bw, endpoint_delay_ns=self.e,
+                                 splits=self.splits, total_npus=self.npus)
 
     def memory(self, loc: int) -> dict:
         tier = self.mem.get(_TIERS.get(loc, ""))
@@ -300,7 +318,7 @@ class StandIn:
             n = len(self.topo.dims)
             involved = a.get("involved_dim")
             involved = (True,) * n if involved is None else tuple((list(involved) + [False] * n)[:n])
-            group = self.topo.group(npu.id, involved)
+            group = self.topo.comm_groups.get(npu.id) or self.topo.group(npu.id, involved)
             k = self.coll_count[(npu.id, group)]
             self.coll_count[(npu.id, group)] += 1
             members = self.colls[(group, k)]
@@ -309,7 +327,8 @@ class StandIn:
                 del self.colls[(group, k)]
                 cost = {CollectiveCommType.ALL_REDUCE: self.topo.allreduce_ns, CollectiveCommType.ALL_GATHER:
                         self.topo.allgather_ns, CollectiveCommType.REDUCE_SCATTER: self.topo.reducescatter_ns}[ctype]
-                t = cost(int(a["comm_size"]), involved)
+                t = (self.topo.comm_group_ns(ctype, int(a["comm_size"]), group) if npu.id in self.topo.comm_groups
+                     else cost(int(a["comm_size"]), involved))
                 if t is None:
                     print(f"standin: NPU {npu.id} all-reduce over size-1 dims never completes "
                           f"(as in ASTRA-Sim)", file=sys.stderr, flush=True)
@@ -435,7 +454,8 @@ def main(argv=None) -> int:
         for k in ("workload-configuration", "system-configuration", "network-configuration", "memory-configuration"):
             if k not in f:
                 raise StandinError(f"--{k} is required")
-        topo = Topology(f["network-configuration"], f["system-configuration"], f["memory-configuration"])
+        topo = Topology(f["network-configuration"], f["system-configuration"], f["memory-configuration"],
+                        f.get("comm-group-configuration"))
         sim = StandIn(topo, _ids(f.get("start-npu-ids", "")), _ids(f.get("end-npu-ids", "")))
         return sim.run(f["workload-configuration"])
     except (StandinError, ValueError, KeyError) as e:

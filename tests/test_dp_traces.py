@@ -1,6 +1,7 @@
 """A data-parallel group's MoE dispatch and combine in the Chakra traces, and ASTRA-Sim running them
 (real builds where LLMSIM_ASTRA_SIM_FORK / LLMSIM_ASTRA_SIM_UPSTREAM point at them, the fork's
 protocol stand-in otherwise)."""
+import json
 from pathlib import Path
 
 import pytest
@@ -71,22 +72,81 @@ def test_astra_sim_runs_the_collectives_as_llmsim_times_them(tmp_path):
     assert "llmservingsim" in ran
 
 
-@pytest.mark.parametrize("flavor", ["llmservingsim", "upstream"])
-def test_several_groups_are_refused_on_astra_sim_in_one_line(tmp_path, flavor):
+def _two_groups(tp=1):
     import copy
     import json
 
     from llmsim.config.cluster import cluster_from_dict
-    from llmsim.errors import InputError
 
     raw = json.loads(DP2.read_text())
+    for inst in raw["nodes"][0]["instances"]:
+        inst.update(tp_size=tp, num_npus=tp, ep_size=2 * tp)
     raw["nodes"][0]["instances"] += [dict(i, dp_group="B") for i in copy.deepcopy(raw["nodes"][0]["instances"])]
     raw["nodes"][0]["num_instances"] = 4
-    sim = simulate.prepare(cluster_from_dict(raw, "two.json"), EngineArgs(), [])
-    exe = standin_shim(tmp_path, "AnalyticalAstra" if flavor == "llmservingsim"
-                       else "AstraSim_Analytical_Congestion_Unaware")
-    with pytest.raises(InputError, match=r"^two.json: dp_group: on astra-sim \(\w+\) a data-parallel group must be "
-                                         r"the whole cluster") as e:
-        bridge_backend(sim, {"astra_sim_bin": str(exe), "astra_sim_flavor": flavor,
-                             "astra_sim_workdir": str(tmp_path / "w")})
+    return cluster_from_dict(raw, "two.json")
+
+
+def _three_requests():
+    return [Request(id=0, arrival_ns=0, prompt_len=40, output_len=4),
+            Request(id=1, arrival_ns=1_000_000, prompt_len=300, output_len=3),
+            Request(id=2, arrival_ns=2_000_000, prompt_len=8, output_len=5)]
+
+
+def test_two_groups_run_on_astra_sim_with_communicator_groups(tmp_path):
+    """Beside another group, each step's ranks run with a --comm-group-configuration (the fork: the
+    file's group; upstream: pg_name on every DP collective) while the other NPUs run nothing: every
+    request ends as on the embedded backend (the stand-in: to the ns; real builds where set)."""
+    ref = simulate.run(simulate.prepare(_two_groups(), EngineArgs(), _three_requests()))
+    assert [sorted(r.id for r in f) for f in ref.finished] == [[0], [2], [1], []]
+    want = {r.id: r.end_ns for f in ref.finished for r in f}
+    for flavor, binary in _binaries(tmp_path):
+        sim = simulate.prepare(_two_groups(), EngineArgs(), _three_requests())
+        backend = bridge_backend(sim, {"astra_sim_bin": binary, "astra_sim_flavor": flavor,
+                                       "astra_sim_workdir": str(tmp_path / flavor), "keep_traces": True})
+        got = simulate.run(sim, backend)
+        ends = {r.id: r.end_ns for f in got.finished for r in f}
+        assert ends.keys() == want.keys(), flavor
+        for k in want:  # upstream reads whole microseconds
+            assert ends[k] == want[k] if flavor == "llmservingsim" else abs(ends[k] - want[k]) <= 2e-4 * want[k]
+        assert got.dp == ref.dp
+        cg = sorted((tmp_path / flavor).rglob("dp_step*/comm_group.json"))
+        assert cg and {tuple(v) for v in json.loads(cg[0].read_text()).values()} in ({(0, 1)}, {(2, 3)})
+
+
+def test_a_group_beside_others_with_tp_is_refused_on_the_fork_in_one_line(tmp_path):
+    from llmsim.errors import InputError
+
+    sim = simulate.prepare(_two_groups(tp=2), EngineArgs(), [])
+    with pytest.raises(InputError, match=r"^two.json: dp_group: on astra-sim-fork a data-parallel group beside other "
+                                         r"instances or groups needs tp_size 1") as e:
+        bridge_backend(sim, {"astra_sim_bin": str(standin_shim(tmp_path)), "astra_sim_workdir": str(tmp_path / "w")})
     assert "\n" not in str(e.value)
+
+
+def test_prefill_and_decode_groups_run_on_astra_sim(tmp_path):
+    """A prefill group and a decode group (4 NPUs): each group's steps run with their communicator
+    groups, the KV transfers in runs of their own; completion times as on the embedded backend."""
+    import copy
+
+    from llmsim.config.cluster import cluster_from_dict
+
+    raw = json.loads(DP2.read_text())
+    for inst in raw["nodes"][0]["instances"]:
+        inst.update(dp_group="P", pd_type="prefill")
+    raw["nodes"][0]["instances"] += [dict(i, dp_group="D", pd_type="decode")
+                                     for i in copy.deepcopy(raw["nodes"][0]["instances"])]
+    raw["nodes"][0]["num_instances"] = 4
+    reqs = lambda: [Request(id=0, arrival_ns=0, prompt_len=40, output_len=3),
+                    Request(id=1, arrival_ns=500_000, prompt_len=300, output_len=2)]
+    ref = simulate.run(simulate.prepare(cluster_from_dict(copy.deepcopy(raw), "pd.json"), EngineArgs(), reqs()))
+    want = {r.id: (r.prefill_instance, r.instance, r.end_ns) for f in ref.finished for r in f}
+    assert want[0][:2] == (0, 2) and want[1][:2] == (1, 3)  # each group's balancer: rank 0, then rank 1
+    for flavor, binary in _binaries(tmp_path):
+        sim = simulate.prepare(cluster_from_dict(copy.deepcopy(raw), "pd.json"), EngineArgs(), reqs())
+        got = simulate.run(sim, bridge_backend(sim, {"astra_sim_bin": binary, "astra_sim_flavor": flavor,
+                                                     "astra_sim_workdir": str(tmp_path / flavor)}))
+        ends = {r.id: (r.prefill_instance, r.instance, r.end_ns) for f in got.finished for r in f}
+        assert ends.keys() == want.keys() and got.disagg["transfers"] == 2, flavor
+        for k in want:  # upstream reads whole microseconds: up to half of one per step (these requests: 45-77 ms)
+            assert ends[k][:2] == want[k][:2]
+            assert ends[k][2] == want[k][2] if flavor == "llmservingsim" else abs(ends[k][2] - want[k][2]) <= 1e-3 * want[k][2]

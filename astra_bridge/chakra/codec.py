@@ -236,15 +236,18 @@ def recv_node(flavor: str, id: int, name: str, src: int, dst: int, size: int, ta
 
 def coll_node(flavor: str, id: int, name: str, comm_type: int, comm_size: int,
               involved_dim: Sequence[bool] | None = None,
-              data_deps: Sequence[int] = (), ctrl_deps: Sequence[int] = ()) -> Node:
+              data_deps: Sequence[int] = (), ctrl_deps: Sequence[int] = (), pg_name: str | None = None) -> Node:
     """COMM_COLL_NODE; comm_size is the full tensor in bytes (the ring divides it). involved_dim
-    unset means every dimension."""
+    unset means every dimension. pg_name: upstream's communicator group (an id of the
+    --comm-group-configuration file); the fork ignores it (its group comes from that file)."""
     if comm_type not in SUPPORTED_COLLECTIVES:
         raise ValueError(f"comm_type {comm_type} is never issued by ASTRA-Sim (the run would hang); "
                          f"use one of {sorted(int(c) for c in SUPPORTED_COLLECTIVES)}")
     attrs = [attribute("comm_type", "int64_val", int(comm_type)), attribute("comm_size", "int64_val", comm_size)]
     if involved_dim is not None:
         attrs.append(attribute("involved_dim", "bool_list", [bool(d) for d in involved_dim]))
+    if pg_name is not None:
+        attrs.append(attribute("pg_name", "string_val", pg_name))
     return _node(flavor, "COMM_COLL_NODE", id, name, data_deps, ctrl_deps, attrs)
 
 
