@@ -96,8 +96,8 @@ def test_send_recv_size_mismatch_is_reported_not_hung(tmp_path, monkeypatch):
 
     real = traces.npu_nodes
 
-    def broken(graph, stage, rank, flavor, multi_dim, first_id=0, mem_cost_ns=None, tag=None, layout=None):
-        nodes = real(graph, stage, rank, flavor, multi_dim, first_id, mem_cost_ns, tag, layout)
+    def broken(graph, stage, rank, flavor, multi_dim, first_id=0, mem_cost_ns=None, tag=None, layout=None, **kw):
+        nodes = real(graph, stage, rank, flavor, multi_dim, first_id, mem_cost_ns, tag, layout, **kw)
         for n in nodes:
             for a in n.attr:
                 if a.name == "comm_size" and stage == 1:

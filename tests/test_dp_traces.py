@@ -92,6 +92,7 @@ def _three_requests():
             Request(id=2, arrival_ns=2_000_000, prompt_len=8, output_len=5)]
 
 
+@pytest.mark.filterwarnings("ignore:--keep-traces")  # kept to read the comm-group file back
 def test_two_groups_run_on_astra_sim_with_communicator_groups(tmp_path):
     """Beside another group, each step's ranks run with a --comm-group-configuration (the fork: the
     file's group; upstream: pg_name on every DP collective) while the other NPUs run nothing: every
