@@ -17,6 +17,11 @@ from .chakra.codec import (CollectiveCommType, coll_node, comp_node, global_meta
                            send_node, write_et)
 
 
+_DP_COLLECTIVES = {OpKind.DP_ALLGATHER: CollectiveCommType.ALL_GATHER, OpKind.DP_REDUCESCATTER:
+                   CollectiveCommType.REDUCE_SCATTER, OpKind.DP_ALLREDUCE: CollectiveCommType.ALL_REDUCE,
+                   OpKind.DP_ALLTOALL: CollectiveCommType.ALL_TO_ALL}
+
+
 def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_dim: bool,
               first_id: int = 0, mem_cost_ns=None, tag: int | None = None, layout=None, dp_pg: str | None = None) -> list:
     """mem_cost_ns(size) -> ns: with it, upstream traces fold host-memory ops into compute time.
@@ -79,9 +84,8 @@ def npu_nodes(graph: IterationGraph, stage: int, rank: int, flavor: str, multi_d
         if op.kind in (OpKind.ALLREDUCE, OpKind.ALLGATHER):
             kind = CollectiveCommType.ALL_REDUCE if op.kind is OpKind.ALLREDUCE else CollectiveCommType.ALL_GATHER
             add(coll_node, op.name, kind, op.size_bytes, involved_dim=dims)
-        elif op.kind in (OpKind.DP_ALLGATHER, OpKind.DP_REDUCESCATTER):
-            kind = (CollectiveCommType.ALL_GATHER if op.kind is OpKind.DP_ALLGATHER
-                    else CollectiveCommType.REDUCE_SCATTER)
+        elif op.kind in _DP_COLLECTIVES:
+            kind = _DP_COLLECTIVES[op.kind]
             if dp_pg is None:
                 add(coll_node, op.name, kind, op.size_bytes, involved_dim=dp_dims)
             else:  # the group from the comm-group file (upstream names it; the fork takes the file's)

@@ -7,6 +7,7 @@ from .config.cluster import ClusterConfig, load_cluster_config
 from .config.engine import EngineArgs
 from .disagg import DisaggSession, is_disaggregated
 from .dp_disagg import DisaggDPSession
+from .graph.dp_step import ALLTOALL_BACKENDS
 from .dp_reference import ReferenceDPEngine
 from .dp import DPSession, GroupStepper, is_data_parallel, is_lockstep
 from .errors import InputError
@@ -90,6 +91,16 @@ def _check_data_parallel(sim: Simulation, backend: Backend) -> None:
                          "group and nothing beside it; use --dp-sync vllm")
     if not lockstep:  # a dense model's independent ranks
         return
+    args = sim.instances[0].args
+    if args.all2all_backend != "allgather_reducescatter" and args.dp_sync == "reference":
+        backend.close()
+        raise InputError(f"--all2all-backend {args.all2all_backend}: --dp-sync reference runs the reference's own "
+                         "collectives; use --dp-sync vllm")
+    if args.all2all_backend in ALLTOALL_BACKENDS and any(
+            i.config.tp_size > 1 for i in sim.instances if i.config.dp_group in lockstep):
+        backend.close()
+        raise InputError(f"{sim.cluster.path}: tp_size: --all2all-backend {args.all2all_backend} is modelled for "
+                         "data-parallel groups of tp_size 1 (an all-to-all over the DP ranks)")
     outside = [i.index for i in sim.instances if i.config.dp_group not in lockstep]
     if backend.capability is Capability.OWNS_CLOCK and outside:
         backend.close()

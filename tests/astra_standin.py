@@ -37,7 +37,7 @@ import yaml
 from astra_bridge.chakra import codec
 from astra_bridge.chakra.et_def import CollectiveCommType
 from llmsim.backends.network import (Link, hierarchical_allgather_ns, hierarchical_allreduce_ns, mem_ns, p2p_ns,
-                                     ring_allgather_ns, ring_allreduce_ns, ring_reducescatter_ns)
+                                     ring_allgather_ns, ring_allreduce_ns, ring_alltoall_ns, ring_reducescatter_ns)
 
 FLAVOR = "llmservingsim"
 IDLE_STEP_NS = 1_000_000  # the fork's EventQueue::add_current_time() on an empty queue
@@ -139,6 +139,15 @@ class Topology:
         return ring_reducescatter_ns(self.ring_links[d], size, self.dims[d], local_mem_bw_gbps=self.local_bw,
                                      endpoint_delay_ns=self.e)
 
+    @lru_cache(maxsize=None)
+    def alltoall_ns(self, size: int, involved: tuple[bool, ...]) -> int | None:
+        dims = [d for d, n in enumerate(self.dims) if involved[d] and n > 1]
+        if not dims:
+            return None
+        if len(dims) > 1:
+            raise StandinError("ALL_TO_ALL over several dimensions is not modelled by the stand-in")
+        return ring_alltoall_ns(self.ring_links[dims[0]], size, self.dims[dims[0]], endpoint_delay_ns=self.e)
+
     def comm_group_ns(self, ctype, size: int, group: tuple[int, ...]) -> int:
         """A collective over a comm group: one ring of its members on the one dimension they differ in."""
         coords = [self.coords(n) for n in group]
@@ -150,6 +159,8 @@ class Topology:
             return ring_allgather_ns(link, size, n, endpoint_delay_ns=self.e, splits=self.splits)
         if ctype == CollectiveCommType.REDUCE_SCATTER:
             return ring_reducescatter_ns(link, size, n, local_mem_bw_gbps=self.local_bw, endpoint_delay_ns=self.e)
+        if ctype == CollectiveCommType.ALL_TO_ALL:
+            return ring_alltoall_ns(link, size, n, endpoint_delay_ns=self.e)
         return ring_allreduce_ns(link, size, n, local_mem_bw_gbps=self.local_bw, endpoint_delay_ns=self.e,
                                  splits=self.splits, total_npus=self.npus)
 
@@ -313,7 +324,7 @@ class StandIn:
                 self.at(now + codec.duration_ns(FLAVOR, node), self.done, *me)
                 return
             if ctype not in (CollectiveCommType.ALL_REDUCE, CollectiveCommType.ALL_GATHER,
-                             CollectiveCommType.REDUCE_SCATTER):
+                             CollectiveCommType.REDUCE_SCATTER, CollectiveCommType.ALL_TO_ALL):
                 raise StandinError(f"NPU {npu.id} {w.prefix}: collective type {ctype} is not modelled by the stand-in")
             n = len(self.topo.dims)
             involved = a.get("involved_dim")
@@ -326,7 +337,8 @@ class StandIn:
             if len(members) == len(group):  # the last member has arrived
                 del self.colls[(group, k)]
                 cost = {CollectiveCommType.ALL_REDUCE: self.topo.allreduce_ns, CollectiveCommType.ALL_GATHER:
-                        self.topo.allgather_ns, CollectiveCommType.REDUCE_SCATTER: self.topo.reducescatter_ns}[ctype]
+                        self.topo.allgather_ns, CollectiveCommType.REDUCE_SCATTER: self.topo.reducescatter_ns,
+                        CollectiveCommType.ALL_TO_ALL: self.topo.alltoall_ns}[ctype]
                 t = (self.topo.comm_group_ns(ctype, int(a["comm_size"]), group) if npu.id in self.topo.comm_groups
                      else cost(int(a["comm_size"]), involved))
                 if t is None:

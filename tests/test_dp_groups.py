@@ -360,3 +360,46 @@ def test_disaggregated_pools_of_dp_groups():
     group_end = max(r.end_ns for r in log if r.start_ns == prefill[0].start_ns)  # the P group's step
     assert decode[0].start_ns == group_end + transfer
     assert res.disagg["transfers"] == 1
+
+
+@pytest.mark.parametrize("backend, dispatch, combine", [
+    # the toy's 4 + 4 tokens, hidden 2048, 128 experts, bf16
+    ("allgather_reducescatter", (OpKind.DP_ALLGATHER, 4 * (2048 + 128) * 2), (OpKind.DP_REDUCESCATTER, 2 * 4 * 2048 * 2)),
+    ("naive", (OpKind.DP_ALLGATHER, 4 * (2048 + 128) * 2), (OpKind.DP_ALLREDUCE, 8 * 2048 * 2)),
+    # each token reaches the peer's 64 experts unless all 8 of its experts are local:
+    # round(4 x (1 - C(64, 8) / C(128, 8))) = round(3.986) = 4 tokens to the peer, size/N to each of 2
+    ("deepep_high_throughput", (OpKind.DP_ALLTOALL, 2 * 4 * 2048 * 2), (OpKind.DP_ALLTOALL, 2 * 4 * 2048 * 2)),
+])
+def test_all2all_backends_move_the_tokens_as_vllm_does(backend, dispatch, combine):
+    from math import comb
+
+    from llmsim.graph.dp_step import dp_step
+
+    assert round(4 * (1 - comb(64, 8) / comb(128, 8))) == 4
+    sim = simulate.prepare(str(DP2), EngineArgs(all2all_backend=backend), [])
+    step = dp_step(sim.instances, [4, 4], 0)
+    assert step.collectives == (dispatch, combine)
+
+
+def test_uneven_ranks_gather_and_scatter_by_the_largest():
+    # vLLM's all_gatherv / reduce_scatterv with uneven sizes are one NCCL broadcast / reduce per rank
+    # in a group: the largest rank's part sets the time, so both are sized by it (300 tokens, not 302)
+    from llmsim.graph.dp_step import dp_step
+
+    sim = simulate.prepare(str(DP2), EngineArgs(), [])
+    step = dp_step(sim.instances, [300, 2], 0)
+    assert step.collectives == ((OpKind.DP_ALLGATHER, 300 * 2176 * 2), (OpKind.DP_REDUCESCATTER, 2 * 300 * 2048 * 2))
+
+
+def test_all2all_backend_refusals_name_the_option():
+    sim = simulate.prepare(str(DP2), EngineArgs(all2all_backend="naive", dp_sync="reference"), [])
+    with pytest.raises(InputError, match=r"^--all2all-backend naive: --dp-sync reference runs the reference's own "
+                                         r"collectives"):
+        simulate.run(sim)
+    raw = _raw()
+    for inst in raw["nodes"][0]["instances"]:
+        inst.update(tp_size=2, num_npus=2, ep_size=4)
+    sim = simulate.prepare(cluster_from_dict(raw, "tp2.json"), EngineArgs(all2all_backend="pplx"), [])
+    with pytest.raises(InputError, match=r"^tp2.json: tp_size: --all2all-backend pplx is modelled for data-parallel "
+                                         r"groups of tp_size 1"):
+        simulate.run(sim)

@@ -151,3 +151,29 @@ def test_prefill_and_decode_groups_run_on_astra_sim(tmp_path):
         for k in want:  # upstream reads whole microseconds: up to half of one per step (these requests: 45-77 ms)
             assert ends[k][:2] == want[k][:2]
             assert ends[k][2] == want[k][2] if flavor == "llmservingsim" else abs(ends[k][2] - want[k][2]) <= 1e-3 * want[k][2]
+
+
+def test_all_to_all_backends_in_the_traces_and_on_astra_sim(tmp_path):
+    """--all2all-backend deepep_*/pplx: each MoE layer's dispatch and combine are ALL_TO_ALL (upstream
+    has the collective; the fork runs it too). Two NPUs, 4 tokens each to the peer: 32,768 B per
+    rank, size/2 to each: 10 + (20,953 + 10) = 20,973 ns each way, 41,946 ns the pair by hand."""
+    graphs = []
+    sim = simulate.prepare(str(DP2), EngineArgs(all2all_backend="deepep_low_latency"),
+                           [Request(id=0, arrival_ns=0, prompt_len=4, output_len=2)])
+    simulate.run(sim, on_graph=graphs.append)
+    for flavor in ("llmservingsim", "upstream"):
+        prefix = tmp_path / flavor / "llm"
+        for g in graphs[:2]:
+            write_graph(g, prefix, flavor, multi_dim=flavor == "llmservingsim")
+        kinds = {(c[0], c[1]) for c in _colls(prefix, 0, flavor)}
+        assert kinds == {(CollectiveCommType.ALL_TO_ALL, 32_768)}
+    assert 10 + int(20_000 + 16_384 / 17.179869184) + 10 == 20_973
+    ops = (Op(OpKind.DP_ALLTOALL, "moe.dispatch", size_bytes=32_768), Op(OpKind.DP_ALLTOALL, "moe.combine",
+                                                                         size_bytes=32_768))
+    for flavor, binary in _binaries(tmp_path):
+        sim = simulate.prepare(str(DP2), EngineArgs(), [])
+        with bridge_backend(sim, {"astra_sim_bin": binary, "astra_sim_flavor": flavor,
+                                  "astra_sim_workdir": str(tmp_path / f"run_{flavor}")}) as backend:
+            step = [IterationGraph(-1, r, r, 1, (StageProgram(0, 0, (), ops, 1, ()),), dp_step=0) for r in (0, 1)]
+            end, _ = backend.submit_dp_step(sim.instances, [None, None], [4, 4], None, step, 0)
+        assert end == 2 * 20_973, flavor

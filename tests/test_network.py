@@ -36,3 +36,15 @@ def test_ring_allgather_of_one_rank_slice():
     assert ring_allgather_ns(link, 40_960, 2) == 10 + 22_394
     assert ring_allgather_ns(link, 40_960, 4) == 10 + 3 * 22_394
     assert ring_allgather_ns(link, 40_960, 1) == 0
+
+
+def test_ring_alltoall_as_astra_sim_runs_it():
+    # measured on both real builds (upstream and the fork), 1 MiB per rank over 2, 4, 8 NPUs of one
+    # FullyConnected dimension at 16 GB/s, 20 us: N(N-1)/2 hand-offs of size/N, each + 10 ns
+    from llmsim.backends.network import ring_alltoall_ns
+
+    link = Link(16, 20_000)
+    hop = lambda n: int(20_000 + (1 << 20) / n / 17.179869184) + 10
+    assert [10 + n * (n - 1) // 2 * hop(n) for n in (2, 4, 8)] == [50_537, 211_618, 773_902]
+    assert [ring_alltoall_ns(link, 1 << 20, n) for n in (2, 4, 8)] == [50_537, 211_618, 773_902]
+    assert ring_alltoall_ns(link, 1 << 20, 1) == 0

@@ -8,8 +8,7 @@ same builder and network model, give the same times (tests/test_fast_path.py).
 from ..config.cluster import ClusterConfig
 from ..graph.iteration import IterationGraph, OpKind, StageProgram
 from .base import BatchTiming, StageEvent, StageTimingBackend
-from .fabric import (InstanceLinks, allgather_ns, allreduce_ns, dp_allgather_ns, dp_reducescatter_ns,
-                     instance_links)
+from .fabric import InstanceLinks, allgather_ns, allreduce_ns, dp_collective_ns, instance_links
 from .network import mem_ns, p2p_ns
 from .placement import Placement, StageSplit, StageTimes
 from .stage_cost import StageCosts
@@ -17,6 +16,7 @@ from .stage_cost import StageCosts
 __all__ = ["EmbeddedBackend", "StageEvent"]
 
 _timing = tuple.__new__
+_DP_COLLECTIVES = (OpKind.DP_ALLGATHER, OpKind.DP_REDUCESCATTER, OpKind.DP_ALLREDUCE, OpKind.DP_ALLTOALL)
 
 
 class EmbeddedBackend(StageTimingBackend):
@@ -45,10 +45,8 @@ class EmbeddedBackend(StageTimingBackend):
             return p2p_ns(links.boundary[stage], op.size_bytes)
         if k is OpKind.ALLGATHER:
             return allgather_ns(links, op.size_bytes)
-        if k is OpKind.DP_ALLGATHER:
-            return dp_allgather_ns(links, op.size_bytes)
-        if k is OpKind.DP_REDUCESCATTER:
-            return dp_reducescatter_ns(links, op.size_bytes, local_bw)
+        if k in _DP_COLLECTIVES:
+            return dp_collective_ns(links, k, op.size_bytes, local_bw)
         return 0  # RECV waits; host-memory ops are placed by the placement (they queue across ranks)
 
     def stage_busy_ns(self, prog: StageProgram, instance: int, local_bw: float) -> int:
@@ -113,9 +111,8 @@ class EmbeddedBackend(StageTimingBackend):
         MoE layer the step's expert block and the group's all-gather and reduce-scatter); graphs,
         when given, are timed as built instead (they equal: tests/test_dp_groups.py)."""
         first = insts[0]
-        links = self._links[first.index]
-        comm = (dp_allgather_ns(links, step.gather_bytes)
-                + dp_reducescatter_ns(links, step.scatter_bytes, self._local_bw[first.index]))
+        links, local_bw = self._links[first.index], self._local_bw[first.index]
+        comm = sum(dp_collective_ns(links, kind, size, local_bw) for kind, size in step.collectives)
         splits = None
         if graphs is not None:
             times = [self.stage_times(g) for g in graphs]

@@ -4,8 +4,9 @@ dimension 0, stages on the next) or on a node-aware one (config/network.py)."""
 from dataclasses import dataclass
 
 from ..config.cluster import ClusterConfig, InstanceConfig
+from ..graph.iteration import OpKind
 from .network import (Link, hierarchical_allgather_ns, hierarchical_allreduce_ns, ring_allgather_ns,
-                      ring_allreduce_ns, ring_reducescatter_ns)
+                      ring_allreduce_ns, ring_alltoall_ns, ring_reducescatter_ns)
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,17 @@ def dp_reducescatter_ns(links: InstanceLinks, size_bytes: int, local_mem_bw_gbps
     """A DP group's MoE combine (reduce_scatterv of the experts' output), size_bytes the whole tensor."""
     link, ranks = links.dp
     return ring_reducescatter_ns(link, size_bytes, ranks, local_mem_bw_gbps=local_mem_bw_gbps)
+
+
+def dp_collective_ns(links: InstanceLinks, kind, size_bytes: int, local_mem_bw_gbps: float) -> int:
+    """Any of a DP group's MoE collectives (graph/dp_step.py) on the group's link."""
+    link, ranks = links.dp
+    if kind is OpKind.DP_ALLGATHER:
+        return ring_allgather_ns(link, size_bytes, ranks)
+    if kind is OpKind.DP_REDUCESCATTER:
+        return ring_reducescatter_ns(link, size_bytes, ranks, local_mem_bw_gbps=local_mem_bw_gbps)
+    if kind is OpKind.DP_ALLREDUCE:
+        return ring_allreduce_ns(link, size_bytes, ranks, local_mem_bw_gbps=local_mem_bw_gbps)
+    if kind is OpKind.DP_ALLTOALL:
+        return ring_alltoall_ns(link, size_bytes, ranks)
+    raise ValueError(f"not a data-parallel collective: {kind!r}")

@@ -11,6 +11,7 @@ import click
 
 from ..config.engine import COMPAT_MODES, DEFAULT_RULES, DTYPE_BYTES, REFERENCE_RULES, EngineArgs
 from ..errors import InputError
+from ..graph.dp_step import ALL2ALL_BACKENDS
 from ..perf.routing import POLICIES as MOE_POLICIES
 from ..router import DEFAULT_SEED
 
@@ -88,6 +89,12 @@ ENGINE_OPTIONS = [
                  help="Data-parallel MoE groups (dp_group): vllm = vLLM's DP engine cores (its load balancer, "
                       "lockstep waves, dummy batches, CUDA-graph padding); reference = LLMServingSim 2.0's barrier, "
                       "padding and collectives (tp_size 1). Default: vllm (reference under --compat llmservingsim)."),
+    click.option("--all2all-backend", type=click.Choice(ALL2ALL_BACKENDS), default="allgather_reducescatter",
+                 show_default=True,
+                 help="Data-parallel MoE groups: how each MoE layer moves tokens between the ranks, as vLLM's "
+                      "--all2all-backend: an all-gather then a reduce-scatter (its default), naive (all-gather, "
+                      "then an all-reduce), or an all-to-all of each token to its experts' ranks and back (pplx, "
+                      "deepep_*: the collective only, not the kernels' formats; tp_size 1). docs/moe.md."),
     click.option("--moe-seed", type=int, default=0, show_default=True,
                  help="Seed of --moe-routing uniform / skewed (same seed, same outputs)."),
     click.option("--request-routing-policy", type=click.Choice(["LOAD", "RR", "RAND"]), default="LOAD", show_default=True,
@@ -102,7 +109,7 @@ ENGINE_OPTIONS = [
 ENGINE_KEYS = ("dtype", "kv_cache_dtype", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
                "long_prefill_token_threshold", "enable_prefix_caching", "enable_chunked_prefill", "reserve_full_isl",
                "npu_memory_utilization", "kv_capacity", "num_gpu_blocks", "timing", "batch_formation",
-               "stage_transfer", "moe_routing", "moe_seed", "dp_sync")
+               "stage_transfer", "moe_routing", "moe_seed", "dp_sync", "all2all_backend")
 
 
 def engine_options(f):

@@ -37,6 +37,8 @@ class EngineArgs:
     # Data-parallel MoE groups (dp_group): "vllm": vLLM's DP engine cores in lockstep (llmsim/dp.py);
     # "reference": LLMServingSim 2.0's barrier, padding and collectives (llmsim/dp_reference.py).
     dp_sync: str = "vllm"
+    # How a DP group's MoE layers move tokens (vLLM's --all2all-backend; graph/dp_step.py)
+    all2all_backend: str = "allgather_reducescatter"
 
     def with_overrides(self, overrides: dict) -> "EngineArgs":
         return replace(self, **overrides) if overrides else self

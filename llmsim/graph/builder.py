@@ -48,9 +48,9 @@ def _compute_ops(layers, durations: dict[str, int], act_bytes: int, tp: int, dp=
         if d is None:  # layer absent from the profile (e.g. no attention row): skipped
             continue
         if dp is not None and name in moe:  # a DP group's dispatch, experts, combine (graph/dp_step.py)
-            ops += [Op(OpKind.DP_ALLGATHER, "moe.dispatch", size_bytes=dp.gather_bytes),
-                    Op(OpKind.COMPUTE, name, duration_ns=d),
-                    Op(OpKind.DP_REDUCESCATTER, "moe.combine", size_bytes=dp.scatter_bytes)]
+            (k0, b0), (k1, b1) = dp.collectives
+            ops += [Op(k0, "moe.dispatch", size_bytes=b0), Op(OpKind.COMPUTE, name, duration_ns=d),
+                    Op(k1, "moe.combine", size_bytes=b1)]
         else:
             ops.append(Op(OpKind.COMPUTE, name, duration_ns=d))
         if tp > 1 and name in ALLREDUCE_AFTER:

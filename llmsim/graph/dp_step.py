@@ -11,14 +11,20 @@ checks the two paths equal.
 from dataclasses import dataclass
 
 from .builder import build_graph
-from .iteration import IterationGraph
+from .iteration import IterationGraph, OpKind
+
+
+# vLLM's all2all backends (--all2all-backend, ParallelConfig.all2all_backend) and how llmsim moves
+# the tokens for each: the dispatch and the combine collectives of every MoE layer.
+ALL2ALL_BACKENDS = ("allgather_reducescatter", "naive", "pplx", "deepep_high_throughput", "deepep_low_latency")
+ALLTOALL_BACKENDS = ("pplx", "deepep_high_throughput", "deepep_low_latency")
 
 
 @dataclass(frozen=True)
 class DPStep:
     ranks: int
-    gather_bytes: int  # the dispatch: one rank's tokens x (hidden + experts) (the largest rank's: the gather waits for it)
-    scatter_bytes: int  # the combine: the experts' output for the gathered tokens, gathered x hidden
+    # (dispatch, combine): (OpKind, bytes) each, as the backend's graph and timing take them
+    collectives: tuple[tuple[OpKind, int], tuple[OpKind, int]]
     moe_ns: int  # one MoE layer's expert block on the gathered tokens (its slowest EP rank)
 
 
@@ -30,12 +36,36 @@ class _Shape:  # what build_graph reads of a batch
 
 def dp_step(insts, tokens: list[int], step_no: int) -> DPStep:
     """The step's MoE layer when rank r runs tokens[r] tokens; step_no names the step, so a random
-    routing policy draws once per step (the same draw on every backend)."""
+    routing policy draws once per step (the same draw on every backend). The collectives follow the
+    group's all2all backend (EngineArgs.all2all_backend):
+
+    - allgather_reducescatter (vLLM's default, AgRsAll2AllManager): an all-gather of every rank's
+      hidden states and router logits, a reduce-scatter of the experts' output back to each rank's
+      own tokens. With uneven sizes vLLM runs them as one NCCL broadcast / reduce per rank in a
+      group (all_gatherv, reduce_scatterv), so each is as slow as its largest rank's part: both are
+      sized by the largest rank's tokens (the gather: x (hidden + experts); the scatter: ranks x
+      largest x hidden, ASTRA-Sim's REDUCE_SCATTER splitting it evenly);
+    - naive (NaiveAll2AllManager): the same gather (each rank's broadcast), an all-reduce of the
+      whole gathered output (each rank then keeps its own rows);
+    - pplx, deepep_*: an all-to-all of each token to the ranks holding its experts and back: one
+      rank sends every peer the tokens of its (largest) batch that route there, by the routing
+      policy's load of that peer, x hidden; both ways the same bytes. The kernels' own formats and
+      buffers are not modelled (docs/moe.md)."""
     first = insts[0]
-    m, b = first.model, first.layout.act_bytes
-    gathered = sum(tokens)
-    return DPStep(len(insts), max(tokens) * (m.hidden_size + m.moe.num_experts) * b, gathered * m.hidden_size * b,
-                  first.timer.moe_tokens_ns(gathered, ("dp", step_no)))
+    m, b, n = first.model, first.layout.act_bytes, len(insts)
+    gathered, top = sum(tokens), max(tokens)
+    moe_ns = first.timer.moe_tokens_ns(gathered, ("dp", step_no))
+    backend = first.args.all2all_backend
+    if backend in ALLTOALL_BACKENDS:
+        per_peer = max(load.tokens for load in first.timer.router.route(top)) * m.hidden_size * b
+        a2a = (OpKind.DP_ALLTOALL, n * per_peer)
+        return DPStep(n, (a2a, a2a), moe_ns)
+    gather = (OpKind.DP_ALLGATHER, top * (m.hidden_size + m.moe.num_experts) * b)
+    if backend == "naive":
+        combine = (OpKind.DP_ALLREDUCE, gathered * m.hidden_size * b)  # the whole gathered buffer
+    else:
+        combine = (OpKind.DP_REDUCESCATTER, n * top * m.hidden_size * b)
+    return DPStep(n, (gather, combine), moe_ns)
 
 
 def rank_graph(inst, batch, tokens: int, step: DPStep, step_no: int) -> IterationGraph:

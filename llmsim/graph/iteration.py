@@ -19,6 +19,8 @@ class OpKind(IntEnum):
     # (the same TP rank of every DP rank), not the TP group.
     DP_ALLGATHER = 7  # size_bytes: one rank's contribution
     DP_REDUCESCATTER = 8  # size_bytes: the whole tensor (ASTRA-Sim's REDUCE_SCATTER comm_size)
+    DP_ALLREDUCE = 9  # size_bytes: the whole tensor (vLLM's naive all2all backend's combine)
+    DP_ALLTOALL = 10  # size_bytes: one rank's whole buffer, size/N to each rank (the all-to-all backends)
 
 
 @dataclass(frozen=True)

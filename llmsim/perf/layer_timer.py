@@ -32,6 +32,11 @@ class LayerTimer:
         self._moe_memo = {} if router.deterministic else None
         self._moe_last = (None, 0)
 
+    @property
+    def router(self):
+        """The bound ExpertRouter (None for a dense model)."""
+        return self._router
+
     def moe_batch_ns(self, batch: Batch) -> int:
         """One MoE layer of this batch: moe_ns(total_len, router.route(total_len)); 0 without experts.
         All MoE layers of the batch take this one draw (the graph repeats one decoder block)."""
