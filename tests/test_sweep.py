@@ -214,3 +214,25 @@ def test_spec_first_form_runs_as_sweep_run(tmp_path):
     b = run_cli("sweep", "run", spec, "--out", tmp_path / "b", "--check-only")
     assert a.exit_code == b.exit_code == 0
     assert "18 points, all valid" in a.output and a.output == b.output
+
+
+def test_data_parallel_axes(tmp_path):
+    # a DP2 MoE group swept over expert parallelism (ep_size 2 = tp x dp, or 1: experts sliced) and
+    # vLLM's all2all backends; a value the run would refuse is named before anything runs
+    doc = {"cluster": str(ROOT / "configs/cluster/rtxpro6000_qwen3_30b_a3b_dp2_ep2.json"),
+           "workload": {"num_requests": 4, "rate": 20, "input_len": "uniform:16:64", "output_len": "uniform:2:6",
+                        "seed": 1},
+           "grid": {"cluster.ep_size": [1, 2], "engine.all2all_backend": ["allgather_reducescatter", "naive"]}}
+    path = tmp_path / "dp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    res = run_cli("sweep", "run", path, "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    table = _table(out / "results.csv")
+    assert len(table) == 4 and (table.requests_finished == 4).all() and (table.error == "").all()
+    assert table.simulated_s.nunique() == 4  # each axis value changes the run
+    doc["grid"] = {"engine.all2all_backend": ["allgather", "naive"]}
+    path.write_text(yaml.safe_dump(doc))
+    res = run_cli("sweep", "run", path, "--out", tmp_path / "out2")
+    assert res.exit_code == 2 and len(res.output.splitlines()) == 1
+    assert "engine.all2all_backend: expected one of allgather_reducescatter, deepep_high_throughput" in res.output

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..config.cluster import cluster_from_dict
 from ..config.engine import DTYPE_BYTES, EngineArgs
+from ..graph.dp_step import ALL2ALL_BACKENDS
+from ..perf.routing import POLICIES
 from ..errors import InputError
 from ..workload import load_workload
 from ..workload_gen import Spec, parse_lengths
@@ -18,7 +20,10 @@ from .spec import CLUSTER_NODE, CLUSTER_TOP, SweepSpec
 _ENGINE_TYPES = {f.name: type(f.default) for f in fields(EngineArgs)}
 _ENGINE_TYPES["dtype"] = str  # default None: the model's dtype
 _ENGINE_CHOICES = {"dtype": set(DTYPE_BYTES), "kv_cache_dtype": {"auto", "fp8"},
-                   "timing": {"auto", "profile", "roofline"}, "kv_capacity": {"vllm", "reference"}}
+                   "timing": {"auto", "profile", "roofline"}, "kv_capacity": {"vllm", "reference"},
+                   "batch_formation": {"vllm", "reference"}, "stage_transfer": {"vllm", "reference"},
+                   "dp_sync": {"vllm", "reference"}, "moe_routing": set(POLICIES),
+                   "all2all_backend": set(ALL2ALL_BACKENDS)}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ TOP_KEYS = {"cluster", "engine", "workload", "slo", "grid", "zip", "routing_poli
 CLUSTER_TOP = {"link_bw", "link_latency"}
 CLUSTER_NODE = {"num_instances", "cpu_mem.mem_size", "cpu_mem.mem_bw", "cpu_mem.mem_latency"}
 CLUSTER_INSTANCE = {"model_name", "hardware", "tp_size", "pp_size", "num_npus", "npu_mem.mem_size", "npu_mem.mem_bw",
-                    "npu_mem.mem_latency", "npu_mem.mem_util"}
+                    "npu_mem.mem_latency", "npu_mem.mem_util", "ep_size"}
 CLUSTER_FIELDS = CLUSTER_TOP | CLUSTER_NODE | CLUSTER_INSTANCE
 ENGINE_FIELDS = {f.name for f in fields(EngineArgs)}
 # The generator's parameters (llmsim workload generate's options), or a fixed JSONL `path`.
