@@ -54,7 +54,7 @@ def dp_step(insts, tokens: list[int], step_no: int) -> DPStep:
     first = insts[0]
     m, b, n = first.model, first.layout.act_bytes, len(insts)
     gathered, top = sum(tokens), max(tokens)
-    moe_ns = first.timer.moe_tokens_ns(gathered, ("dp", step_no))
+    moe_ns = first.timer.moe_tokens_ns(gathered, ("dp", step_no), own=top)  # the gate on a rank's own tokens
     backend = first.args.all2all_backend
     if backend in ALLTOALL_BACKENDS:
         per_peer = max(load.tokens for load in first.timer.router.route(top)) * m.hidden_size * b

@@ -44,21 +44,24 @@ class LayerTimer:
             return 0
         return self.moe_tokens_ns(batch.total_len, (batch.instance, batch.id))
 
-    def moe_tokens_ns(self, n: int, key) -> int:
+    def moe_tokens_ns(self, n: int, key, own: int | None = None) -> int:
         """One MoE layer whose experts see n tokens (a data-parallel group's gathered tokens:
-        llmsim/dp.py); key names the step, so a random policy draws once per step."""
+        llmsim/dp.py), the router gate (and any shared expert) run on `own` tokens (the rank's, as
+        vLLM computes the router logits before the dispatch; default n); key names the step, so a
+        random policy draws once per step."""
+        own = n if own is None else own
         memo = self._moe_memo
         if memo is not None:
-            t = memo.get(n)
+            t = memo.get((n, own))
             if t is None:
                 if len(memo) >= 1 << 16:
                     memo.clear()
-                t = memo[n] = self.moe_ns(n, self._router.route(n))
+                t = memo[(n, own)] = self.moe_ns(own, self._router.route(n))
             return t
-        key = (*key, n)
+        key = (*key, n, own)
         if self._moe_last[0] == key:
             return self._moe_last[1]
-        t = self.moe_ns(n, self._router.route(n))
+        t = self.moe_ns(own, self._router.route(n))
         self._moe_last = (key, t)
         return t
 
