@@ -133,11 +133,14 @@ class DPGroups:
         if g is not None and g[0] in self.independent and g[0] in self.balancers:
             self.balancers[g[0]].observe(now)
 
-    def summary(self, fallback: dict) -> list[dict]:
-        """Per group: its ranks, whether it steps in lockstep, its counts (fallback: a group stepped
-        outside GroupStepper, the reference's mode)."""
+    def counts(self, first: int) -> dict:
+        """The step counts of the group whose first rank is `first` (its stepping loop adds to them)."""
+        return self.stats.setdefault(first, {"steps": 0, "dummy_batches": 0, "padded_tokens": 0})
+
+    def summary(self) -> list[dict]:
+        """Per group: its ranks, whether it steps in lockstep, its counts."""
         return [{"group": self.instances[g[0]].config.dp_group, "ranks": len(g), "lockstep": g[0] not in self.independent,
-                 **(self.stats.get(g[0]) or fallback)} for g in self.groups]
+                 **self.counts(g[0])} for g in self.groups]
 
 
 class EndpointRouter:
@@ -165,7 +168,23 @@ class EndpointRouter:
         return e[self.dp.balancers[e[0]].pick(now)]
 
 
-class DPSession(Session):
+class WithGroups:
+    """What a session with DP groups adds to its base (Session, or DisaggSession: dp_disagg.py): an
+    independent rank reports its counts after its step; the result lists the groups."""
+    dp: DPGroups
+
+    def complete_batch(self, i: int, batch_id: int, now: int) -> bool:
+        done = super().complete_batch(i, batch_id, now)
+        self.dp.observe_batch(i, now)
+        return done
+
+    def finish(self, now: int) -> SimResult:
+        result = super().finish(now)
+        result.dp = self.dp.summary()
+        return result
+
+
+class DPSession(WithGroups, Session):
     """The step API with data-parallel groups (and plain instances beside them): arrivals routed by
     an EndpointRouter over the whole cluster."""
 
@@ -177,22 +196,9 @@ class DPSession(Session):
         self.groups = self.dp.groups
         self._endpoints = EndpointRouter(self.dp, list(range(len(instances))), kw.get("routing_policy", "LOAD"),
                                          kw.get("seed", DEFAULT_SEED)) if balancer else None
-        # the reference's mode (dp_reference.py) keeps its one group's counts here
-        self.dummy_batches = self.padded_tokens = self.group_steps = 0
 
     def _pick(self, now: int) -> int:
         return self._endpoints.pick(now) if self._endpoints is not None else super()._pick(now)
-
-    def complete_batch(self, i: int, batch_id: int, now: int) -> bool:
-        done = super().complete_batch(i, batch_id, now)
-        self.dp.observe_batch(i, now)
-        return done
-
-    def finish(self, now: int) -> SimResult:
-        result = super().finish(now)
-        result.dp = self.dp.summary({"steps": self.group_steps, "dummy_batches": self.dummy_batches,
-                                     "padded_tokens": self.padded_tokens})
-        return result
 
 
 class GroupStepper:
@@ -206,7 +212,7 @@ class GroupStepper:
         args = self.insts[0].args
         self.capture = cuda_graph_max_tokens(args.max_num_seqs, args.max_num_batched_tokens)
         self.balancer = session.dp.balancer(members[0])
-        self.stats = session.dp.stats[members[0]] = {"steps": 0, "dummy_batches": 0, "padded_tokens": 0}
+        self.stats = session.dp.counts(members[0])
         self.busy = False  # a step in flight
         self.running = False  # the wave: steps go on (dummies included) until it ends
         self.counter = 0  # steps in this wave

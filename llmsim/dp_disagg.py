@@ -5,13 +5,12 @@ endpoints (dp.EndpointRouter: a plain instance, or a group, then the group's DP 
 lockstep group steps in the engine as any group (dp.GroupStepper: a prefill group's steps carry
 prefill chunks only, a decode group's the decodes and each request's last prompt token); the KV
 moves from the prefill rank to the decode rank as between any two instances (disagg.py)."""
-from .dp import DPGroups, EndpointRouter
+from .dp import DPGroups, EndpointRouter, WithGroups
 from .disagg import DisaggSession
-from .results import SimResult
 from .router import DEFAULT_SEED
 
 
-class DisaggDPSession(DisaggSession):
+class DisaggDPSession(WithGroups, DisaggSession):
     def __init__(self, instances, requests, cluster, *, routing_policy: str = "LOAD", seed: int = DEFAULT_SEED, **kw):
         super().__init__(instances, requests, cluster, routing_policy=routing_policy, seed=seed, **kw)
         self.dp = DPGroups(instances)
@@ -24,13 +23,3 @@ class DisaggDPSession(DisaggSession):
 
     def _pick_decode(self, now: int) -> int:
         return self._router_d.pick(now)
-
-    def complete_batch(self, i: int, batch_id: int, now: int) -> bool:
-        done = super().complete_batch(i, batch_id, now)
-        self.dp.observe_batch(i, now)
-        return done
-
-    def finish(self, now: int) -> SimResult:
-        result = super().finish(now)
-        result.dp = self.dp.summary({"steps": 0, "dummy_batches": 0, "padded_tokens": 0})
-        return result

@@ -213,10 +213,11 @@ class ReferenceDPEngine:
         # ranks polled before the last joiner in this pass get their workloads at the next event
         starts = [t + parts[last][0] if r < last else t for r in range(len(pending))]
         ends = step_ends(starts, parts, ranks.moe(top), ranks.layers)
-        s.group_steps += 1
+        counts = s.dp.counts(s.groups[0][0])
+        counts["steps"] += 1
         for r, b in enumerate(pending):
             if b is DUMMY:
-                s.dummy_batches += 1
-            s.padded_tokens += top - b.total_len
+                counts["dummy_batches"] += 1
+            counts["padded_tokens"] += top - b.total_len
             running[r] = (b, starts[r], ends[r])
             pending[r] = None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmsim import simulate
-from llmsim.backends.fabric import dp_allgather_ns, dp_link, dp_reducescatter_ns, instance_links
+from llmsim.backends.fabric import dp_collective_ns, dp_link, instance_links
 from llmsim.backends.network import Link, reduction_ns, ring_reducescatter_ns
 from llmsim.config.cluster import cluster_from_dict
 from llmsim.config.engine import EngineArgs
@@ -170,7 +170,8 @@ def test_reduce_scatter_and_moe_collectives_by_hand():
     assert dp_link(c, c.instances) == Link(16.0, 20_000.0)  # the flat network's instance dimension
     links = instance_links(c, c.instances[1])
     assert links.dp == (Link(16.0, 20_000.0), 2)
-    assert dp_allgather_ns(links, 4 * (2048 + 128) * 2) + dp_reducescatter_ns(links, 8 * 2048 * 2, 1597) \
+    assert dp_collective_ns(links, OpKind.DP_ALLGATHER, 4 * (2048 + 128) * 2, 1597) \
+        + dp_collective_ns(links, OpKind.DP_REDUCESCATTER, 8 * 2048 * 2, 1597) \
         == gather + 10 + (20_953 + 10) + 30 == 42_036
 
 

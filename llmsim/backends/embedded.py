@@ -108,7 +108,7 @@ class EmbeddedBackend(StageTimingBackend):
 
     def submit_dp_step(self, insts, batches, tokens: list[int], step, graphs, t_ns: int, detail: bool = False):
         """Each rank's step timed from its shape (StageCosts.dp_times: its layers on its tokens, every
-        MoE layer the step's expert block and the group's all-gather and reduce-scatter); graphs,
+        MoE layer the step's expert block and its dispatch and combine); graphs,
         when given, are timed as built instead (they equal: tests/test_dp_groups.py)."""
         first = insts[0]
         links, local_bw = self._links[first.index], self._local_bw[first.index]

@@ -72,21 +72,10 @@ def dp_link(cluster: ClusterConfig, members) -> Link:
     return _hop(fab.bw_gbps, fab.latency_ns, fab.hops)
 
 
-def dp_allgather_ns(links: InstanceLinks, size_bytes: int) -> int:
-    """A DP group's MoE dispatch (vLLM's AgRsAll2AllManager.dispatch: all_gatherv of hidden states
-    and router logits over the DP group), size_bytes one rank's part: a ring on the group's link."""
-    link, ranks = links.dp
-    return ring_allgather_ns(link, size_bytes, ranks)
-
-
-def dp_reducescatter_ns(links: InstanceLinks, size_bytes: int, local_mem_bw_gbps: float) -> int:
-    """A DP group's MoE combine (reduce_scatterv of the experts' output), size_bytes the whole tensor."""
-    link, ranks = links.dp
-    return ring_reducescatter_ns(link, size_bytes, ranks, local_mem_bw_gbps=local_mem_bw_gbps)
-
-
 def dp_collective_ns(links: InstanceLinks, kind, size_bytes: int, local_mem_bw_gbps: float) -> int:
-    """Any of a DP group's MoE collectives (graph/dp_step.py) on the group's link."""
+    """A DP group's MoE dispatch or combine (graph/dp_step.py) as a ring on the group's link:
+    size_bytes one rank's part for the all-gather, the whole tensor for the reduce-scatter and the
+    all-reduce, one rank's whole buffer for the all-to-all (how ASTRA-Sim reads comm_size)."""
     link, ranks = links.dp
     if kind is OpKind.DP_ALLGATHER:
         return ring_allgather_ns(link, size_bytes, ranks)

@@ -11,18 +11,11 @@ real backend, so this path and the graph path (traces, ASTRA-Sim) cannot drift a
 builder stops scaling message sizes with tokens; tests/test_fast_path.py checks them equal.
 """
 from collections import Counter
-from dataclasses import dataclass
 
-from ..graph.builder import InstanceLayout, build_graph
+from ..graph.builder import BatchShape, InstanceLayout, build_graph
 from ..graph.iteration import IterationGraph, Op, OpKind, StageProgram
 
 _CACHE_CAP = 1 << 16
-
-
-@dataclass
-class _Probe:
-    id: int
-    total_len: int
 
 
 class StageCosts:
@@ -43,7 +36,7 @@ class StageCosts:
         self._tok_ops: list[Counter] = []
         base = timer.base_durations(1, 1)
         moe = set(timer.moe_layers)
-        probe = build_graph(layout, _Probe(0, 1), {**base, **{l: 1 for l in timer.attention_layers},
+        probe = build_graph(layout, BatchShape(0, 1), {**base, **{l: 1 for l in timer.attention_layers},
                                                    **{l: 1 for l in moe}})
         attn = set(timer.attention_layers)
         seq = set(self._per_seq)

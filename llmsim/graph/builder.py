@@ -26,6 +26,13 @@ PP_TENSORS = ("hidden_states", "residual")
 
 
 @dataclass(frozen=True)
+class BatchShape:
+    """What build_graph reads of a batch: a probe, or a DP rank's padded (or dummy) step."""
+    id: int
+    total_len: int
+
+
+@dataclass(frozen=True)
 class InstanceLayout:
     instance: int
     first_npu: int

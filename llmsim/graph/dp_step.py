@@ -10,7 +10,7 @@ checks the two paths equal.
 """
 from dataclasses import dataclass
 
-from .builder import build_graph
+from .builder import BatchShape, build_graph
 from .iteration import IterationGraph, OpKind
 
 
@@ -22,16 +22,9 @@ ALLTOALL_BACKENDS = ("pplx", "deepep_high_throughput", "deepep_low_latency")
 
 @dataclass(frozen=True)
 class DPStep:
-    ranks: int
     # (dispatch, combine): (OpKind, bytes) each, as the backend's graph and timing take them
     collectives: tuple[tuple[OpKind, int], tuple[OpKind, int]]
     moe_ns: int  # one MoE layer's expert block on the gathered tokens (its slowest EP rank)
-
-
-@dataclass(frozen=True)
-class _Shape:  # what build_graph reads of a batch
-    id: int
-    total_len: int
 
 
 def dp_step(insts, tokens: list[int], step_no: int) -> DPStep:
@@ -59,13 +52,13 @@ def dp_step(insts, tokens: list[int], step_no: int) -> DPStep:
     if backend in ALLTOALL_BACKENDS:
         per_peer = max(load.tokens for load in first.timer.router.route(top)) * m.hidden_size * b
         a2a = (OpKind.DP_ALLTOALL, n * per_peer)
-        return DPStep(n, (a2a, a2a), moe_ns)
+        return DPStep((a2a, a2a), moe_ns)
     gather = (OpKind.DP_ALLGATHER, top * (m.hidden_size + m.moe.num_experts) * b)
     if backend == "naive":
         combine = (OpKind.DP_ALLREDUCE, gathered * m.hidden_size * b)  # the whole gathered buffer
     else:
         combine = (OpKind.DP_REDUCESCATTER, n * top * m.hidden_size * b)
-    return DPStep(n, (gather, combine), moe_ns)
+    return DPStep((gather, combine), moe_ns)
 
 
 def rank_graph(inst, batch, tokens: int, step: DPStep, step_no: int) -> IterationGraph:
@@ -84,5 +77,5 @@ def rank_graph(inst, batch, tokens: int, step: DPStep, step_no: int) -> Iteratio
                 d[layer] = t
     for layer in timer.moe_layers:
         d[layer] = step.moe_ns
-    shape = _Shape(-1 if batch is None else batch.id, tokens)
+    shape = BatchShape(-1 if batch is None else batch.id, tokens)
     return build_graph(inst.layout, shape, d, step, host_io=batch is not None, dp_step=step_no)
